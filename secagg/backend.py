@@ -1,0 +1,281 @@
+"""The aggregation backend interface: one small object a training loop calls once a round.
+
+A backend takes the participants' update vectors for one round (and optional
+weights), runs its protocol, and returns a :class:`RoundResult`:
+
+* ``aggregate``: the weighted sum  sum_i w_i x_i  over the included clients
+  (``result.mean`` divides by the total weight, for FedAvg);
+* ``view``: what the server observed (:class:`ServerView`), for attacks and audits;
+* ``cost``: measured per-round cost (:class:`RoundCost`): client and server seconds,
+  bytes up and down per client.
+
+Trainers depend only on :meth:`AggregationBackend.aggregate`; a new backend is a
+subclass registered with :func:`register_backend`, chosen by name with
+:func:`make_backend`. Every backend enforces ``min_inputs``: a round with fewer
+included inputs raises :class:`~secagg.errors.TooFewInputsError`, which is what
+stops a server from isolating one client by declaring the others dropped.
+
+A plain numpy FedAvg loop with any backend::
+
+    import numpy as np
+    from secagg import make_backend
+
+    backend = make_backend("plain", min_inputs=3)
+    model = np.zeros(10)
+    data = [np.random.default_rng(i).normal(i, 1, 10) for i in range(5)]
+    for rnd in range(3):
+        updates = {cid: x - model for cid, x in enumerate(data)}
+        result = backend.aggregate(updates, weights={cid: 1.0 for cid in updates})
+        model = model + result.mean
+        print(rnd, result.cost.server_seconds, result.cost.bytes_up)
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidInputError, TooFewInputsError
+
+
+@dataclass
+class RoundCost:
+    """Measured cost of one round. Seconds are wall-clock; bytes are what crossed the wire.
+
+    ``client_seconds[cid]`` is the compute client ``cid`` spent on the protocol
+    (encoding, encryption or masking, and reading the result back); clients run in
+    parallel in a deployment, so the round's client cost is the maximum or mean of it.
+    ``setup_seconds`` is one-off work outside the round (key generation, filling an
+    obfuscator pool), reported separately, never hidden in the per-round numbers.
+    """
+
+    client_seconds: dict[int, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    setup_seconds: float = 0.0
+
+    def mean_client_seconds(self) -> float:
+        return float(np.mean(list(self.client_seconds.values()))) if self.client_seconds else 0.0
+
+    def mean_bytes_up(self) -> float:
+        return float(np.mean(list(self.bytes_up.values()))) if self.bytes_up else 0.0
+
+    def mean_bytes_down(self) -> float:
+        return float(np.mean(list(self.bytes_down.values()))) if self.bytes_down else 0.0
+
+
+@dataclass
+class ServerView:
+    """What an honest-but-curious server observed in one round.
+
+    ``per_client[cid]`` is the float vector the server can decode from client
+    ``cid``'s upload using public information only: the update itself for the plain
+    backend, the masked vector (uniform noise) for pairwise masking, nothing for
+    Paillier (ciphertexts decode to nothing without the key).
+    ``aggregate`` is the sum in clear when the server learns it (plain, SecAgg) and
+    ``None`` when it stays encrypted under the clients' key (Paillier).
+    """
+
+    per_client: dict[int, np.ndarray] = field(default_factory=dict)
+    aggregate: np.ndarray | None = None
+
+
+@dataclass
+class RoundResult:
+    """The outcome of :meth:`AggregationBackend.aggregate`."""
+
+    aggregate: np.ndarray
+    total_weight: float
+    included: list[int]
+    view: ServerView
+    cost: RoundCost
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The weighted mean  sum_i w_i x_i / sum_i w_i."""
+        return self.aggregate / self.total_weight
+
+
+Updates = Mapping[int, np.ndarray] | Sequence[np.ndarray]
+
+
+class AggregationBackend(abc.ABC):
+    """Base class of aggregation backends. Subclasses implement :meth:`_run_round`.
+
+    Parameters
+    ----------
+    min_inputs:
+        The smallest number of included inputs a round may have; smaller rounds raise
+        :class:`TooFewInputsError`. The default 2 already stops a cohort of one;
+        raise it to the cohort size you want to hide in.
+    record_view:
+        Keep the per-client :class:`ServerView` (memory grows with clients x length).
+    """
+
+    name: str = "abstract"
+    #: True when the server learns the aggregate in clear.
+    server_learns_aggregate: bool = True
+
+    def __init__(self, *, min_inputs: int = 2, record_view: bool = False) -> None:
+        if not isinstance(min_inputs, int | np.integer) or min_inputs < 1:
+            raise InvalidInputError(f"min_inputs must be an integer >= 1, got {min_inputs!r}")
+        self.min_inputs = int(min_inputs)
+        self.record_view = record_view
+
+    def aggregate(
+        self,
+        updates: Updates,
+        *,
+        weights: Mapping[int, float] | None = None,
+        dropped: Collection[int] = (),
+    ) -> RoundResult:
+        """Aggregate one round: return  sum_i w_i x_i  over the clients not in ``dropped``.
+
+        ``updates`` maps client id -> 1-D float vector (a sequence is numbered 0..n-1);
+        all vectors must share one length and be finite. ``weights`` default to 1.
+        ``dropped`` lists clients that go offline during the round: protocols that
+        tolerate dropouts (SecAgg) run with them and recover; others just exclude them.
+        """
+        vectors = _check_updates(updates)
+        w = _check_weights(weights, vectors)
+        unknown = set(dropped) - set(vectors)
+        if unknown:
+            raise InvalidInputError(f"dropped names clients that sent no update: {sorted(unknown)}")
+        included = [cid for cid in vectors if cid not in set(dropped)]
+        if len(included) < self.min_inputs:
+            raise TooFewInputsError(
+                f"{self.name}: round has {len(included)} included input(s), fewer than "
+                f"min_inputs={self.min_inputs}; refusing to aggregate (it would expose "
+                "individual updates)"
+            )
+        return self._run_round(vectors, w, list(dropped))
+
+    @abc.abstractmethod
+    def _run_round(
+        self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int]
+    ) -> RoundResult:
+        """Run the protocol on checked inputs (at least ``min_inputs`` survive)."""
+
+
+def _check_updates(updates: Updates) -> dict[int, np.ndarray]:
+    if isinstance(updates, Mapping):
+        items = list(updates.items())
+    else:
+        items = list(enumerate(updates))
+    if not items:
+        raise InvalidInputError("updates is empty: a round needs at least one client update")
+    vectors: dict[int, np.ndarray] = {}
+    length = None
+    for cid, x in items:
+        arr = np.asarray(x)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
+            raise InvalidInputError(
+                f"update of client {cid} must be a 1-D numeric vector, got shape {arr.shape} "
+                f"dtype {arr.dtype}"
+            )
+        if length is None:
+            length = arr.shape[0]
+        elif arr.shape[0] != length:
+            raise InvalidInputError(
+                f"update of client {cid} has length {arr.shape[0]}, others have {length}"
+            )
+        arr = arr.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInputError(f"update of client {cid} contains NaN or inf")
+        vectors[int(cid)] = arr
+    return vectors
+
+
+def _check_weights(
+    weights: Mapping[int, float] | None, vectors: dict[int, np.ndarray]
+) -> dict[int, float]:
+    if weights is None:
+        return {cid: 1.0 for cid in vectors}
+    missing = set(vectors) - set(weights)
+    if missing:
+        raise InvalidInputError(f"weights missing for clients {sorted(missing)}")
+    out = {}
+    for cid in vectors:
+        w = float(weights[cid])
+        if not np.isfinite(w) or w < 0:
+            raise InvalidInputError(f"weight of client {cid} must be finite and >= 0, got {w}")
+        out[cid] = w
+    return out
+
+
+class PlainBackend(AggregationBackend):
+    """No protection: clients send float64 vectors, the server sums them in clear."""
+
+    name = "plain"
+
+    def _run_round(self, vectors, weights, dropped):
+        included = [cid for cid in vectors if cid not in set(dropped)]
+        length = next(iter(vectors.values())).shape[0]
+        cost = RoundCost()
+        view = ServerView()
+        t0 = time.perf_counter()
+        total = np.zeros(length)
+        for cid in included:
+            total += weights[cid] * vectors[cid]
+            cost.bytes_up[cid] = vectors[cid].nbytes + 8  # the vector and its weight
+            cost.bytes_down[cid] = total.nbytes
+            cost.client_seconds[cid] = 0.0
+            if self.record_view:
+                view.per_client[cid] = vectors[cid]
+        cost.server_seconds = time.perf_counter() - t0
+        view.aggregate = total
+        return RoundResult(
+            aggregate=total,
+            total_weight=sum(weights[c] for c in included),
+            included=included,
+            view=view,
+            cost=cost,
+        )
+
+
+_REGISTRY: dict[str, Callable[..., AggregationBackend]] = {}
+
+
+def register_backend(name: str, factory: Callable[..., AggregationBackend]) -> None:
+    """Make ``factory(**options)`` available as ``make_backend(name, **options)``."""
+    _REGISTRY[name] = factory
+
+
+def available_backends() -> list[str]:
+    """Names accepted by :func:`make_backend`."""
+    _load_builtin_backends()
+    return sorted(_REGISTRY)
+
+
+def make_backend(spec: str | AggregationBackend, **options) -> AggregationBackend:
+    """Return a backend: ``spec`` is an instance (returned as is) or a registered name."""
+    if isinstance(spec, AggregationBackend):
+        return spec
+    _load_builtin_backends()
+    try:
+        factory = _REGISTRY[spec]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown backend {spec!r}; choose one of {sorted(_REGISTRY)}"
+        ) from None
+    return factory(**options)
+
+
+def _load_builtin_backends() -> None:
+    """Import the modules that register the built-in backends (they import this one)."""
+    import importlib
+
+    for module in ("secagg.paillier.backend", "secagg.masking.backend"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a backend package not built yet
+            if not module.startswith(str(exc.name)):
+                raise
+
+
+register_backend("plain", PlainBackend)
