@@ -94,6 +94,8 @@ class RoundResult:
     included: list[int]
     view: ServerView
     cost: RoundCost
+    #: backend-specific facts about the round (packing layout, (k, t), clipped values...)
+    info: dict[str, object] = field(default_factory=dict)
 
     @property
     def mean(self) -> np.ndarray:
