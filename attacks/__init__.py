@@ -1,0 +1,1 @@
+"""attacks: privacy attacks against federated recommendation, and their evaluation."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fedmf`` command line (see :mod:`fedmf.cli`)."""
