@@ -83,6 +83,8 @@ class ServerView:
 
     per_client: dict[int, np.ndarray] = field(default_factory=dict)
     aggregate: np.ndarray | None = None
+    #: block indices each client declared non-zero (sparse rounds only: a leak by design)
+    support: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +137,8 @@ class AggregationBackend(abc.ABC):
         *,
         weights: Mapping[int, float] | None = None,
         dropped: Collection[int] = (),
+        support: Mapping[int, np.ndarray] | None = None,
+        block_size: int = 1,
     ) -> RoundResult:
         """Aggregate one round: return  sum_i w_i x_i  over the clients not in ``dropped``.
 
@@ -142,6 +146,11 @@ class AggregationBackend(abc.ABC):
         all vectors must share one length and be finite. ``weights`` default to 1.
         ``dropped`` lists clients that go offline during the round: protocols that
         tolerate dropouts (SecAgg) run with them and recover; others just exclude them.
+
+        Sparse rounds (FedMF's PartText): ``support[cid]`` lists the blocks of
+        ``block_size`` entries that may be non-zero in client ``cid``'s vector; the
+        server learns these indices (``view.support``) and backends that can, upload
+        only those blocks. Entries outside the support must be zero (checked).
         """
         vectors = _check_updates(updates)
         w = _check_weights(weights, vectors)
@@ -155,7 +164,23 @@ class AggregationBackend(abc.ABC):
                 f"min_inputs={self.min_inputs}; refusing to aggregate (it would expose "
                 "individual updates)"
             )
-        return self._run_round(vectors, w, list(dropped))
+        if support is None:
+            return self._run_round(vectors, w, list(dropped))
+        blocks = _check_support(support, vectors, block_size)
+        result = self._run_sparse_round(vectors, w, list(dropped), blocks, block_size)
+        result.view.support = {cid: blocks[cid] for cid in result.included}
+        return result
+
+    def _run_sparse_round(
+        self,
+        vectors: dict[int, np.ndarray],
+        weights: dict[int, float],
+        dropped: list[int],
+        support: dict[int, np.ndarray],
+        block_size: int,
+    ) -> RoundResult:
+        """Run a sparse round; backends that cannot exploit sparsity run it densely."""
+        return self._run_round(vectors, weights, dropped)
 
     @abc.abstractmethod
     def _run_round(
@@ -191,6 +216,37 @@ def _check_updates(updates: Updates) -> dict[int, np.ndarray]:
             raise InvalidInputError(f"update of client {cid} contains NaN or inf")
         vectors[int(cid)] = arr
     return vectors
+
+
+def _check_support(
+    support: Mapping[int, np.ndarray], vectors: dict[int, np.ndarray], block_size: int
+) -> dict[int, np.ndarray]:
+    length = next(iter(vectors.values())).shape[0]
+    if not isinstance(block_size, int | np.integer) or block_size < 1 or length % block_size:
+        raise InvalidInputError(
+            f"block_size must be a positive divisor of the vector length {length}, got {block_size!r}"
+        )
+    n_blocks = length // block_size
+    blocks = {}
+    for cid, x in vectors.items():
+        if cid not in support:
+            raise InvalidInputError(f"support missing for client {cid}")
+        idx = np.asarray(support[cid])
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise InvalidInputError(f"support of client {cid} must be a 1-D integer array")
+        idx = np.unique(idx)
+        if idx.size and (idx[0] < 0 or idx[-1] >= n_blocks):
+            raise InvalidInputError(
+                f"support of client {cid} has block indices outside 0..{n_blocks - 1}"
+            )
+        outside = np.ones(n_blocks, bool)
+        outside[idx] = False
+        if np.any(x.reshape(n_blocks, block_size)[outside]):
+            raise InvalidInputError(
+                f"update of client {cid} has non-zero entries outside its declared support"
+            )
+        blocks[cid] = idx
+    return blocks
 
 
 def _check_weights(
@@ -238,6 +294,14 @@ class PlainBackend(AggregationBackend):
             view=view,
             cost=cost,
         )
+
+
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size):
+        """PartText in clear: each client sends its support blocks and their indices."""
+        result = self._run_round(vectors, weights, dropped)
+        for cid in result.included:
+            result.cost.bytes_up[cid] = support[cid].size * (block_size * 8 + 4) + 8
+        return result
 
 
 _REGISTRY: dict[str, Callable[..., AggregationBackend]] = {}
