@@ -1,0 +1,306 @@
+"""Client state machine of SecAgg / SecAgg+ (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020).
+
+One state per round, as in Google fcp ``secagg_client_r*``:
+
+* :class:`ClientAdvertiseKeys` (round 0): on RoundConfig, create the X25519 key pairs
+  (c for share encryption, s for masks) and advertise the public keys (signed with the
+  long-term Ed25519 identity key in the active variant).
+* :class:`ClientShareKeys` (round 1): on KeyList, check it (own keys intact, keys
+  unique, signatures), derive the session id and the neighbourhood, draw the self-mask
+  seed b_u, Shamir-share b_u and s_u^SK t-of-k among the neighbours and send each share
+  pair AES-GCM-encrypted under KA(c_u, c_v).
+* :class:`ClientMaskedInput` (round 2): on ForwardedShares, decrypt and check the shares
+  of the neighbours that survived round 1 (U2), then send
+  y_u = x_u + PRG(b_u) + sum_{v in N(u) ∩ U2} sign(u, v) PRG(KA(s_u, s_v)) mod R,
+  sign(u, v) = +1 if u < v else -1.
+* :class:`ClientConsistencyCheck` (round 3, active variant): sign U3.
+* :class:`ClientUnmasking` (round 4): for each neighbour v in U2 send the share of b_v
+  if v in U3, else the share of s_v^SK -- never both for the same v: a later request
+  that would flip a peer's kind is refused (ProtocolError).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InvalidInputError, ProtocolError, RoundAbortedError
+from . import messages as m
+from . import primitives as pr
+from . import shamir, vectors
+from .graph import neighbours
+
+
+@dataclass
+class ClientContext:
+    """Everything one client learns or creates during a session."""
+
+    client_id: int
+    identity_key: bytes | None = None  #: Ed25519 private key (active variant)
+    pki: dict[int, bytes] | None = None  #: client id -> Ed25519 public key
+    input: np.ndarray | None = None
+    config: m.RoundConfig | None = None
+    digest: bytes = b""
+    c_sk: bytes = b""
+    c_pk: bytes = b""
+    s_sk: bytes = b""
+    s_pk: bytes = b""
+    session: bytes = b""
+    keys: dict[int, m.AdvertiseKeys] = field(default_factory=dict)
+    index: dict[int, int] = field(default_factory=dict)  #: client id -> Shamir x (1-based)
+    neighbours: list[int] = field(default_factory=list)
+    enc_keys: dict[int, bytes] = field(default_factory=dict)
+    held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  #: peer -> (b share, s share)
+    signed_survivors: list[int] | None = None
+    revealed: dict[int, int] = field(default_factory=dict)  #: peer -> share kind sent
+    b_seed: bytes = b""
+
+
+class ClientState:
+    """A round of the client; :meth:`handle` returns (next state, reply bytes or None)."""
+
+    expects: int = 0
+    name = "state"
+
+    def handle(self, ctx: ClientContext, data: bytes) -> tuple[ClientState, bytes | None]:
+        raise NotImplementedError
+
+    def _check_session(self, ctx: ClientContext, session: bytes) -> None:
+        if session != ctx.session:
+            raise ProtocolError(
+                f"client {ctx.client_id}: message for another session (wrong session id)"
+            )
+
+
+class ClientAdvertiseKeys(ClientState):
+    expects = m.T_CONFIG
+    name = "AdvertiseKeys"
+
+    def handle(self, ctx, data):
+        cfg = m.RoundConfig.from_bytes(data)
+        _check_config(cfg, ctx)
+        ctx.config, ctx.digest = cfg, cfg.digest()
+        ctx.c_sk, ctx.c_pk = pr.x25519_keypair()
+        ctx.s_sk, ctx.s_pk = pr.x25519_keypair()
+        msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk)
+        if cfg.active:
+            sig = pr.ed25519_sign(ctx.identity_key, msg.signed_bytes())
+            msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk, sig)
+        return ClientShareKeys(), msg.to_bytes()
+
+
+def _check_config(cfg: m.RoundConfig, ctx: ClientContext) -> None:
+    pr.check_modulus(cfg.modulus)
+    n = len(cfg.clients)
+    if ctx.client_id not in cfg.clients:
+        raise ProtocolError(f"client {ctx.client_id} is not in the round's client list")
+    if cfg.length < 1:
+        raise InvalidInputError("RoundConfig: vector length must be >= 1")
+    if not 1 <= cfg.t <= cfg.k or cfg.k > n - 1 or (cfg.k < n - 1 and cfg.k % 2):
+        raise InvalidInputError(f"RoundConfig: invalid graph degree k={cfg.k} / threshold t={cfg.t} for n={n}")
+    if cfg.active and (ctx.identity_key is None or ctx.pki is None):
+        raise InvalidInputError("active variant needs an identity key and the PKI of every client")
+    if ctx.input is not None:
+        _check_input(ctx.input, cfg)
+
+
+def _check_input(x: np.ndarray, cfg: m.RoundConfig) -> None:
+    if x.shape != (cfg.length,):
+        raise InvalidInputError(f"input has shape {x.shape}, the round expects ({cfg.length},)")
+    if x.dtype != pr.word_dtype(cfg.modulus):
+        raise InvalidInputError(f"input dtype {x.dtype} does not match modulus {cfg.modulus}")
+    if x.size and int(x.max()) >= cfg.modulus:
+        raise InvalidInputError("input has a value >= modulus")
+
+
+class ClientShareKeys(ClientState):
+    expects = m.T_KEYLIST
+    name = "ShareKeys"
+
+    def handle(self, ctx, data):
+        kl = m.KeyList.from_bytes(data)
+        cfg = ctx.config
+        if kl.config_digest != ctx.digest:
+            raise ProtocolError(f"client {ctx.client_id}: KeyList is for another round config")
+        ids = [e.sender for e in kl.entries]
+        unknown = set(ids) - set(cfg.clients)
+        if unknown:
+            raise ProtocolError(f"KeyList names unknown client ids {sorted(unknown)}")
+        ctx.keys = {e.sender: e for e in kl.entries}
+        own = ctx.keys.get(ctx.client_id)
+        if own is None or own.c_pk != ctx.c_pk or own.s_pk != ctx.s_pk:
+            raise ProtocolError(f"client {ctx.client_id}: own public keys missing or altered in KeyList")
+        all_keys = [e.c_pk for e in kl.entries] + [e.s_pk for e in kl.entries]
+        if len(set(all_keys)) != len(all_keys):
+            raise ProtocolError("KeyList: two advertised public keys are identical")
+        if cfg.active:
+            for e in kl.entries:
+                pub = ctx.pki.get(e.sender)
+                if pub is None or not pr.ed25519_verify(pub, e.signature, e.signed_bytes()):
+                    raise ProtocolError(f"KeyList: bad or missing signature of client {e.sender}")
+        ctx.session = pr.session_id(cfg.to_bytes(), kl.key_bytes())
+        ctx.index = {c: i + 1 for i, c in enumerate(ids)}
+        ctx.neighbours = neighbours(ctx.session, ids, cfg.k)[ctx.client_id]
+        if len(ctx.neighbours) < cfg.t:
+            raise RoundAbortedError(
+                f"client {ctx.client_id}: {len(ctx.neighbours)} neighbours, fewer than t={cfg.t}"
+            )
+        ctx.b_seed = pr.random_seed()
+        xs = [ctx.index[v] for v in ctx.neighbours]
+        shares = shamir.share([ctx.b_seed, ctx.s_sk], xs, cfg.t)
+        half = shamir.LIMBS_PER_SECRET
+        items = []
+        for row, v in enumerate(ctx.neighbours):
+            key = pr.share_key(pr.x25519_shared(ctx.c_sk, ctx.keys[v].c_pk), ctx.session)
+            ctx.enc_keys[v] = key
+            plain = m.share_plaintext(ctx.client_id, v, shares[row, :half].astype(">u4").tobytes(),
+                                      shares[row, half:].astype(">u4").tobytes())
+            items.append((v, pr.aead_encrypt(key, plain, m.share_aad(ctx.session, ctx.client_id, v))))
+        return ClientMaskedInput(), m.EncryptedShares(ctx.session, ctx.client_id, items).to_bytes()
+
+
+def mask_vector(seed: bytes, *, label: bytes, session: bytes, cfg: m.RoundConfig,
+                party: tuple[int, int]) -> np.ndarray:
+    """PRG(seed) for one mask of the round (see primitives.mask_key for the key binding)."""
+    key = pr.mask_key(seed, label=label, session=session, round_id=cfg.round_id, party=party,
+                      vector=cfg.vector, length=cfg.length, modulus=cfg.modulus)
+    return pr.uniform_mod(key, cfg.length, cfg.modulus)
+
+
+class ClientMaskedInput(ClientState):
+    expects = m.T_FORWARD
+    name = "MaskedInputCollection"
+
+    def handle(self, ctx, data):
+        fw = m.ForwardedShares.from_bytes(data)
+        self._check_session(ctx, fw.session)
+        cfg = ctx.config
+        if fw.client != ctx.client_id:
+            raise ProtocolError(f"client {ctx.client_id}: received shares addressed to {fw.client}")
+        if ctx.input is None:
+            raise ProtocolError(f"client {ctx.client_id}: no input set before the masked-input round")
+        for src, blob in fw.items:
+            if src not in ctx.enc_keys:
+                raise ProtocolError(f"client {ctx.client_id}: shares from non-neighbour or unknown client {src}")
+            plain = pr.aead_decrypt(ctx.enc_keys[src], blob, m.share_aad(ctx.session, src, ctx.client_id))
+            sender, recipient, b_share, s_share = m.parse_share_plaintext(plain)
+            if sender != src or recipient != ctx.client_id:
+                raise ProtocolError(f"client {ctx.client_id}: share ciphertext names {sender}->{recipient}")
+            ctx.held[src] = (b_share, s_share)
+        if len(ctx.held) < cfg.t:
+            raise RoundAbortedError(
+                f"client {ctx.client_id}: only {len(ctx.held)} neighbours survived key sharing, t={cfg.t}"
+            )
+        y = ctx.input.copy()
+        vectors.add_into(y, mask_vector(ctx.b_seed, label=pr.LABEL_SELF_MASK, session=ctx.session,
+                                        cfg=cfg, party=(ctx.client_id, ctx.client_id)), cfg.modulus)
+        u = ctx.client_id
+        for v in sorted(ctx.held):
+            shared = pr.x25519_shared(ctx.s_sk, ctx.keys[v].s_pk)
+            mask = mask_vector(shared, label=pr.LABEL_PAIR_MASK, session=ctx.session, cfg=cfg,
+                               party=(min(u, v), max(u, v)))
+            (vectors.add_into if u < v else vectors.sub_into)(y, mask, cfg.modulus)
+        vectors.reduce(y, cfg.modulus)
+        packed = vectors.pack(y, cfg.modulus)
+        nxt = ClientConsistencyCheck() if cfg.active else ClientUnmasking()
+        return nxt, m.MaskedInput(ctx.session, u, cfg.length, cfg.modulus, packed).to_bytes()
+
+
+def _check_survivors(ctx: ClientContext, survivors: list[int]) -> None:
+    unknown = set(survivors) - set(ctx.keys)
+    if unknown:
+        raise ProtocolError(f"survivor list names unknown client ids {sorted(unknown)}")
+    if len(survivors) < ctx.config.t:
+        raise RoundAbortedError(f"only {len(survivors)} survivors, fewer than t={ctx.config.t}")
+
+
+class ClientConsistencyCheck(ClientState):
+    expects = m.T_CONSIST_REQ
+    name = "ConsistencyCheck"
+
+    def handle(self, ctx, data):
+        req = m.ConsistencyRequest.from_bytes(data)
+        self._check_session(ctx, req.session)
+        _check_survivors(ctx, req.survivors)
+        ctx.signed_survivors = sorted(req.survivors)
+        sig = pr.ed25519_sign(ctx.identity_key, m.consistency_bytes(ctx.session, req.survivors))
+        return ClientUnmasking(), m.ConsistencySignature(ctx.session, ctx.client_id, sig).to_bytes()
+
+
+class ClientUnmasking(ClientState):
+    expects = m.T_UNMASK_REQ
+    name = "Unmasking"
+
+    def handle(self, ctx, data):
+        req = m.UnmaskRequest.from_bytes(data)
+        self._check_session(ctx, req.session)
+        _check_survivors(ctx, req.survivors)
+        if ctx.config.active:
+            self._check_signatures(ctx, req)
+        alive = set(req.survivors)
+        shares = []
+        for v in sorted(ctx.held):
+            kind = m.SHARE_SELF_SEED if v in alive else m.SHARE_MASK_KEY
+            if ctx.revealed.get(v, kind) != kind:
+                raise ProtocolError(
+                    f"client {ctx.client_id} refuses: server asks for the "
+                    f"{'self-mask seed' if kind == m.SHARE_SELF_SEED else 'mask key'} share of "
+                    f"client {v} after receiving the other secret's share"
+                )
+            shares.append((v, kind, ctx.held[v][kind]))
+        for v, kind, _ in shares:
+            ctx.revealed[v] = kind
+        # stay in Unmasking: an identical re-request (lost reply) is answered again
+        return self, m.UnmaskResponse(ctx.session, ctx.client_id, shares).to_bytes()
+
+    @staticmethod
+    def _check_signatures(ctx: ClientContext, req: m.UnmaskRequest) -> None:
+        if ctx.signed_survivors != sorted(req.survivors):
+            raise ProtocolError(f"client {ctx.client_id}: survivor set differs from the one it signed")
+        signed = m.consistency_bytes(ctx.session, req.survivors)
+        valid = {c for c, sig in req.signatures
+                 if c in set(req.survivors) and c in ctx.pki
+                 and pr.ed25519_verify(ctx.pki[c], sig, signed)}
+        if len(valid) < ctx.config.t:
+            raise RoundAbortedError(
+                f"client {ctx.client_id}: {len(valid)} valid consistency signatures, fewer than t"
+            )
+
+
+class SecAggClient:
+    """One client: feed it the server's messages, send back what :meth:`handle` returns.
+
+    >>> client = SecAggClient(7)            # doctest: +SKIP
+    >>> client.set_input(words)             # quantized vector in [0, R)
+    >>> reply = client.handle(server_bytes)  # bytes for the server, or None
+    """
+
+    def __init__(self, client_id: int, *, identity_key: bytes | None = None,
+                 pki: dict[int, bytes] | None = None) -> None:
+        if not isinstance(client_id, int) or not 0 <= client_id <= m.MAX_CLIENT_ID:
+            raise InvalidInputError(f"client id must be an integer in [0, 2^32), got {client_id!r}")
+        self.ctx = ClientContext(client_id, identity_key, pki)
+        self.state: ClientState = ClientAdvertiseKeys()
+
+    @property
+    def client_id(self) -> int:
+        return self.ctx.client_id
+
+    def set_input(self, words: np.ndarray) -> None:
+        """The quantized input x_u (words of the round's modulus), before round 2."""
+        words = np.asarray(words)
+        if self.ctx.config is not None:
+            _check_input(words, self.ctx.config)
+        self.ctx.input = words
+
+    def handle(self, data: bytes) -> bytes | None:
+        """Process one server message; wrong-round messages raise ProtocolError."""
+        mtype = m.message_type(data)
+        if mtype != self.state.expects:
+            raise ProtocolError(
+                f"client {self.client_id}: message type {mtype} arrived in state "
+                f"{self.state.name} (expects type {self.state.expects})"
+            )
+        self.state, reply = self.state.handle(self.ctx, data)
+        return reply

@@ -1,0 +1,241 @@
+"""Cryptographic primitives of pairwise-mask secure aggregation, all from ``cryptography``.
+
+Bonawitz et al. (CCS 2017, section 3) need four primitives; we instantiate them as:
+
+* key agreement KA: X25519 (raw 32-byte keys); the shared secret goes through
+  HKDF-SHA256 with a distinct ``info`` label per purpose (share encryption, pairwise
+  mask), salted with the session id so keys never repeat across sessions;
+* authenticated encryption AE for the Shamir shares: AES-256-GCM, random 96-bit nonce,
+  associated data = session id || sender || recipient;
+* PRG for masks: AES-256-CTR keystream (zero IV) under a key derived by HKDF from the
+  seed and (session id, round, pair or owner, vector name, length, modulus), so no two
+  masks ever share a key stream;
+* signatures (active-adversary variant only): Ed25519.
+
+Uniform sampling modulo M (2 <= M <= 2^64): raw keystream bits when M is a power of
+two, otherwise rejection sampling on ceil(log2 M)-bit words (expected < 2 words per
+output; the rejected-word count is bounded by the keystream, never by a counter wrap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import InvalidInputError, KeyMismatchError, MalformedMessageError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SIG_BYTES = 64
+
+#: HKDF ``info`` labels: one per purpose (domain separation).
+LABEL_SHARE_KEY = b"secagg/v1/share-encryption-key"
+LABEL_PAIR_MASK = b"secagg/v1/pairwise-mask"
+LABEL_SELF_MASK = b"secagg/v1/self-mask"
+LABEL_SESSION = b"secagg/v1/session-id"
+LABEL_CSPRNG = b"secagg/v1/csprng"
+LABEL_PERMUTATION = b"secagg/v1/graph-relabelling"
+LABEL_CONSISTENCY = b"secagg/v1/consistency-signature"
+
+
+def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 (RFC 5869) from ``cryptography``."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+# --------------------------------------------------------------------------- key agreement
+def x25519_keypair() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair as (raw private 32 B, raw public 32 B)."""
+    sk = X25519PrivateKey.generate()
+    return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
+
+
+def x25519_public(private: bytes) -> bytes:
+    """The public key of a raw X25519 private key (used to check reconstructed keys)."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
+    """Raw X25519 shared secret; raises KeyMismatchError on a low-order peer key."""
+    if len(peer_public) != KEY_BYTES:
+        raise MalformedMessageError(f"X25519 public key must be 32 bytes, got {len(peer_public)}")
+    try:
+        return X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(peer_public)
+        )
+    except ValueError as exc:  # all-zero shared secret (small-order point)
+        raise KeyMismatchError(f"X25519 key agreement failed: {exc}") from None
+
+
+def share_key(shared: bytes, session_id: bytes) -> bytes:
+    """AES-256-GCM key for the share ciphertexts between two clients."""
+    return hkdf(shared, salt=session_id, info=LABEL_SHARE_KEY)
+
+
+# --------------------------------------------------------------------------- AEAD
+def aead_encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM: nonce (12 B) || ciphertext || tag (16 B)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aead_decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    """Inverse of :func:`aead_encrypt`; tampering raises MalformedMessageError."""
+    if len(blob) < NONCE_BYTES + TAG_BYTES:
+        raise MalformedMessageError(f"ciphertext too short ({len(blob)} bytes)")
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise MalformedMessageError(
+            "share ciphertext failed authentication (tampered, wrong key or wrong session)"
+        ) from None
+
+
+# --------------------------------------------------------------------------- signatures
+def ed25519_keypair() -> tuple[bytes, bytes]:
+    """Long-term identity key pair (raw private, raw public) for the active variant."""
+    sk = Ed25519PrivateKey.generate()
+    return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
+
+
+def ed25519_sign(private: bytes, message: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
+
+
+def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` is a valid Ed25519 signature of ``message``."""
+    if len(signature) != SIG_BYTES or len(public) != KEY_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- session id
+def session_id(config_bytes: bytes, key_entries: bytes) -> bytes:
+    """SHA-256 over the round configuration and every advertised key (length-prefixed).
+
+    Binds all public keys of the session (as Google fcp's compute_session_id does), so
+    a key list swapped or replayed from another session yields a different id and every
+    derived key, nonce and mask changes.
+    """
+    h = hashlib.sha256(LABEL_SESSION)
+    for part in (config_bytes, key_entries):
+        h.update(struct.pack(">Q", len(part)))
+        h.update(part)
+    return h.digest()
+
+
+# --------------------------------------------------------------------------- PRG
+def keystream(key: bytes, nbytes: int) -> np.ndarray:
+    """``nbytes`` of AES-256-CTR keystream (zero IV) as a uint8 array."""
+    out = np.empty(nbytes + 16, dtype=np.uint8)
+    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    n = enc.update_into(_zeros(nbytes), out)
+    return out[:n]
+
+
+_ZERO_CACHE: dict[int, bytes] = {}
+
+
+def _zeros(nbytes: int) -> bytes:
+    buf = _ZERO_CACHE.get(nbytes)
+    if buf is None:
+        if len(_ZERO_CACHE) > 8:
+            _ZERO_CACHE.clear()
+        buf = _ZERO_CACHE[nbytes] = bytes(nbytes)
+    return buf
+
+
+def word_dtype(modulus: int) -> np.dtype:
+    """uint32 for moduli <= 2^32, else uint64: the machine word masks are computed in."""
+    return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
+
+
+def check_modulus(modulus: int) -> int:
+    """A protocol modulus: a power of two 2 <= M <= 2^64, or any 2 <= M <= 2^63."""
+    if not isinstance(modulus, int | np.integer) or isinstance(modulus, bool):
+        raise InvalidInputError(f"modulus must be an integer, got {modulus!r}")
+    modulus = int(modulus)
+    pow2 = modulus & (modulus - 1) == 0
+    if modulus < 2 or modulus > (1 << 64 if pow2 else 1 << 63):
+        raise InvalidInputError(
+            f"modulus must be a power of two in [2, 2^64] or an integer in [2, 2^63], got {modulus}"
+        )
+    return modulus
+
+
+def mask_key(seed: bytes, *, label: bytes, session: bytes, round_id: int, party: tuple[int, int],
+             vector: str, length: int, modulus: int) -> bytes:
+    """AES key of one mask: HKDF(seed, salt=session id, info=label||round||pair||vector||len||M).
+
+    ``party`` is (min id, max id) for a pairwise mask and (owner, owner) for a self mask.
+    """
+    name = vector.encode()
+    info = b"".join([
+        label,
+        struct.pack(">QII", round_id, party[0], party[1]),
+        struct.pack(">H", len(name)), name,
+        struct.pack(">Q", length), modulus.to_bytes(9, "big"),
+    ])
+    return hkdf(seed, salt=session, info=info)
+
+
+def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
+    """``length`` values uniform in [0, M) from the AES-CTR stream of ``key``.
+
+    Powers of two take raw bits (masked words); other moduli reject words >= M among
+    ceil(log2 M)-bit samples. Returns uint32 for M <= 2^32, else uint64.
+    """
+    modulus = check_modulus(modulus)
+    dtype = word_dtype(modulus)
+    width = dtype.itemsize
+    if modulus & (modulus - 1) == 0:
+        words = keystream(key, length * width).view(dtype)
+        if modulus != 1 << (8 * width):
+            words &= dtype.type(modulus - 1)
+        return words
+    bitmask = dtype.type((1 << (modulus - 1).bit_length()) - 1)
+    # acceptance probability > 1/2; draw in growing batches from one continuous stream
+    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    out = np.empty(length, dtype=dtype)
+    filled = 0
+    while filled < length:
+        need = length - filled
+        batch = max(2 * need + 64, 1024)
+        words = np.frombuffer(enc.update(_zeros(batch * width)), dtype=dtype) & bitmask
+        good = words[words < modulus][:need]
+        out[filled:filled + good.size] = good
+        filled += good.size
+    return out
+
+
+def csprng_uniform01(n: int) -> np.ndarray:
+    """n floats uniform in [0, 1) with 53-bit resolution from a fresh CSPRNG stream.
+
+    The stream is AES-256-CTR under a key from ``os.urandom`` (fast and cryptographic);
+    used for stochastic rounding, never numpy's RNG.
+    """
+    words = keystream(os.urandom(KEY_BYTES), 8 * n).view(np.uint64)
+    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def random_seed() -> bytes:
+    """32 fresh bytes from the OS CSPRNG (self-mask seeds, nonces)."""
+    return os.urandom(KEY_BYTES)
