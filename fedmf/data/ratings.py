@@ -43,6 +43,12 @@ class Ratings:
             self.name if name is None else name,
         )
 
+    def rows_by_user(self) -> list[np.ndarray]:
+        """Row indices of each user's ratings, in time order (ties by item id)."""
+        order = np.lexsort((self.items, self.timestamps, self.users))
+        bounds = np.searchsorted(self.users[order], np.arange(self.n_users + 1))
+        return [order[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
+
     def stats(self) -> dict[str, float]:
         """Counts, density and rating moments, as printed by ``fedmf data``."""
         observed_users = np.unique(self.users).size

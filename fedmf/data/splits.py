@@ -101,7 +101,7 @@ def per_user_holdout(ratings: Ratings, per_user: int, *, seed: int, name: str) -
     """Hold out ``per_user`` random ratings of every user who has more than that."""
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(ratings), bool)
-    for rows in _rows_by_user(ratings):
+    for rows in ratings.rows_by_user():
         if rows.size > per_user:
             is_test[rng.choice(rows, per_user, replace=False)] = True
     return Split(ratings.subset(~is_test), ratings.subset(is_test), None, name)
@@ -125,8 +125,3 @@ def leave_one_out(ratings: Ratings) -> Split:
         f"{ratings.name}:loo",
     )
 
-
-def _rows_by_user(ratings: Ratings) -> list[np.ndarray]:
-    order = np.argsort(ratings.users, kind="stable")
-    bounds = np.searchsorted(ratings.users[order], np.arange(ratings.n_users + 1))
-    return [order[bounds[u] : bounds[u + 1]] for u in range(ratings.n_users)]
