@@ -29,7 +29,7 @@ from ..errors import InvalidInputError, ProtocolError, RoundAbortedError
 from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
-from .graph import neighbours
+from .graph import neighbours_of
 
 
 @dataclass
@@ -42,9 +42,9 @@ class ClientContext:
     input: np.ndarray | None = None
     config: m.RoundConfig | None = None
     digest: bytes = b""
-    c_sk: bytes = b""
+    c_sk: object = None  #: X25519PrivateKey for share encryption
     c_pk: bytes = b""
-    s_sk: bytes = b""
+    s_sk: object = None  #: X25519PrivateKey for pairwise masks
     s_pk: bytes = b""
     session: bytes = b""
     keys: dict[int, m.AdvertiseKeys] = field(default_factory=dict)
@@ -141,14 +141,14 @@ class ClientShareKeys(ClientState):
                     raise ProtocolError(f"KeyList: bad or missing signature of client {e.sender}")
         ctx.session = pr.session_id(cfg.to_bytes(), kl.key_bytes())
         ctx.index = {c: i + 1 for i, c in enumerate(ids)}
-        ctx.neighbours = neighbours(ctx.session, ids, cfg.k)[ctx.client_id]
+        ctx.neighbours = neighbours_of(ctx.session, ids, cfg.k, ctx.client_id)
         if len(ctx.neighbours) < cfg.t:
             raise RoundAbortedError(
                 f"client {ctx.client_id}: {len(ctx.neighbours)} neighbours, fewer than t={cfg.t}"
             )
         ctx.b_seed = pr.random_seed()
         xs = [ctx.index[v] for v in ctx.neighbours]
-        shares = shamir.share([ctx.b_seed, ctx.s_sk], xs, cfg.t)
+        shares = shamir.share([ctx.b_seed, pr.x25519_raw(ctx.s_sk)], xs, cfg.t)
         half = shamir.LIMBS_PER_SECRET
         items = []
         for row, v in enumerate(ctx.neighbours):
@@ -161,11 +161,26 @@ class ClientShareKeys(ClientState):
 
 
 def mask_vector(seed: bytes, *, label: bytes, session: bytes, cfg: m.RoundConfig,
-                party: tuple[int, int]) -> np.ndarray:
-    """PRG(seed) for one mask of the round (see primitives.mask_key for the key binding)."""
+                party: tuple[int, int], scratch: np.ndarray | None = None) -> np.ndarray:
+    """PRG(seed) for one mask of the round (see primitives.mask_key for the key binding).
+
+    For R = 2^r the mask is returned as raw machine words (uniform mod 2^32 or 2^64);
+    callers add them with wrap-around and reduce mod R once at the end, which gives the
+    same result as reducing every mask. With ``scratch`` the result may be a view into
+    it, valid until its next use.
+    """
     key = pr.mask_key(seed, label=label, session=session, round_id=cfg.round_id, party=party,
                       vector=cfg.vector, length=cfg.length, modulus=cfg.modulus)
-    return pr.uniform_mod(key, cfg.length, cfg.modulus)
+    if vectors.is_pow2(cfg.modulus):
+        # raw words: uniform mod 2^32 (2^64), hence mod R after the final reduction
+        dtype = pr.word_dtype(cfg.modulus)
+        return pr.keystream(key, cfg.length * dtype.itemsize, scratch).view(dtype)
+    return pr.uniform_mod(key, cfg.length, cfg.modulus, scratch)
+
+
+def scratch_for(cfg: m.RoundConfig) -> np.ndarray:
+    """A reusable keystream buffer for the masks of one round."""
+    return np.empty(cfg.length * pr.word_dtype(cfg.modulus).itemsize + 16, dtype=np.uint8)
 
 
 class ClientMaskedInput(ClientState):
@@ -193,13 +208,15 @@ class ClientMaskedInput(ClientState):
                 f"client {ctx.client_id}: only {len(ctx.held)} neighbours survived key sharing, t={cfg.t}"
             )
         y = ctx.input.copy()
+        scratch = scratch_for(cfg)
         vectors.add_into(y, mask_vector(ctx.b_seed, label=pr.LABEL_SELF_MASK, session=ctx.session,
-                                        cfg=cfg, party=(ctx.client_id, ctx.client_id)), cfg.modulus)
+                                        cfg=cfg, party=(ctx.client_id, ctx.client_id),
+                                        scratch=scratch), cfg.modulus)
         u = ctx.client_id
         for v in sorted(ctx.held):
             shared = pr.x25519_shared(ctx.s_sk, ctx.keys[v].s_pk)
             mask = mask_vector(shared, label=pr.LABEL_PAIR_MASK, session=ctx.session, cfg=cfg,
-                               party=(min(u, v), max(u, v)))
+                               party=(min(u, v), max(u, v)), scratch=scratch)
             (vectors.add_into if u < v else vectors.sub_into)(y, mask, cfg.modulus)
         vectors.reduce(y, cfg.modulus)
         packed = vectors.pack(y, cfg.modulus)

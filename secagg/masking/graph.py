@@ -28,14 +28,13 @@ max(C + 1, floor((n - 1)/2) + 1) capped at n - 1 - D (Bonawitz et al. choose t >
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InsecureParameterError, InvalidInputError
-from .primitives import LABEL_PERMUTATION
+from .primitives import LABEL_PERMUTATION, hkdf, keystream
 
 
 @dataclass(frozen=True)
@@ -114,49 +113,54 @@ def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 
         if t1 < t2:
             return GraphParams(n, k, max(t1 + 1, 2), False, security_bits, correctness_bits,
                                corrupt_rate, dropout_rate)
+    return complete_parameters(n, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate)
+
+
+def complete_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 0.05) -> GraphParams:
+    """SecAgg on the complete graph: k = n - 1, t = max(C + 1, floor((n-1)/2) + 1) <= n - 1 - D.
+
+    With the complete graph the failure bounds are exact (0): the round succeeds
+    whenever at most D clients drop and is secure against up to C corrupt clients.
+    """
+    if not isinstance(n, int | np.integer) or n < 2:
+        raise InvalidInputError(f"need at least 2 clients, got n={n!r}")
+    corrupt = math.ceil(corrupt_rate * n - 1e-9)
+    dropped = math.floor(dropout_rate * n + 1e-9)
     t = min(max(corrupt + 1, (n - 1) // 2 + 1), n - 1 - dropped)
-    if t <= corrupt:
+    if t <= corrupt or t < 1:
         raise InsecureParameterError(
             f"no threshold for n={n}: {corrupt} corrupt and {dropped} dropped clients"
         )
-    return GraphParams(n, n - 1, max(t, 1), True, math.inf, math.inf, corrupt_rate, dropout_rate)
+    return GraphParams(int(n), int(n) - 1, t, True, math.inf, math.inf, corrupt_rate, dropout_rate)
 
 
 def relabelling(session: bytes, clients: list[int]) -> list[int]:
-    """The ring order of ``clients``: a permutation derived from the session id.
+    """The ring order of ``clients``: a uniformly random permutation derived from the session id.
 
-    Fisher-Yates driven by SHA-256(label || session || counter) words with rejection,
-    so it is uniform and every party computes the same order.
+    Sort the (sorted) client ids by 64-bit keys from the AES-CTR stream keyed by
+    HKDF(session id, label); ties (probability < n^2 2^-65) fall back to id order.
+    Every party computes the same order; the server cannot choose it.
     """
-    order = sorted(clients)
-    counter = 0
-    pool: list[int] = []
+    order = np.array(sorted(clients), dtype=np.int64)
+    key = hkdf(session, salt=b"", info=LABEL_PERMUTATION)
+    sort_keys = keystream(key, 8 * order.size).view(np.uint64)
+    return order[np.argsort(sort_keys, kind="stable")].tolist()
 
-    def next_word() -> int:
-        nonlocal counter
-        if not pool:
-            digest = hashlib.sha256(LABEL_PERMUTATION + session + counter.to_bytes(8, "big")).digest()
-            counter += 1
-            pool.extend(int.from_bytes(digest[i:i + 8], "big") for i in range(0, 32, 8))
-        return pool.pop()
 
-    for i in range(len(order) - 1, 0, -1):
-        bound = i + 1
-        limit = (1 << 64) - ((1 << 64) % bound)
-        while True:
-            w = next_word()
-            if w < limit:
-                break
-        j = w % bound
-        order[i], order[j] = order[j], order[i]
-    return order
+def neighbours_of(session: bytes, clients: list[int], k: int, client: int) -> list[int]:
+    """One client's neighbours (sorted, excluding itself) in the relabelled H(k, n)."""
+    n = len(clients)
+    if k >= n - 1:
+        return [v for v in sorted(clients) if v != client]
+    if k % 2:
+        raise InvalidInputError(f"Harary degree k must be even, got {k}")
+    ring = relabelling(session, clients)
+    i = ring.index(client)
+    return sorted(ring[(i + d) % n] for d in range(-(k // 2), k // 2 + 1) if d != 0)
 
 
 def neighbours(session: bytes, clients: list[int], k: int) -> dict[int, list[int]]:
-    """Each client's neighbours (sorted, excluding itself) in the relabelled H(k, n).
-
-    k >= n - 1 gives the complete graph.
-    """
+    """Every client's neighbours (sorted, excluding itself); k >= n - 1 is the complete graph."""
     n = len(clients)
     if k >= n - 1:
         everyone = sorted(clients)
@@ -165,7 +169,5 @@ def neighbours(session: bytes, clients: list[int], k: int) -> dict[int, list[int
         raise InvalidInputError(f"Harary degree k must be even, got {k}")
     ring = relabelling(session, clients)
     half = k // 2
-    out = {}
-    for i, c in enumerate(ring):
-        out[c] = sorted(ring[(i + d) % n] for d in range(-half, half + 1) if d != 0)
-    return out
+    return {c: sorted(ring[(i + d) % n] for d in range(-half, half + 1) if d != 0)
+            for i, c in enumerate(ring)}

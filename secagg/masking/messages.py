@@ -184,7 +184,7 @@ class RoundConfig:
         return hashlib.sha256(self.to_bytes()).digest()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdvertiseKeys:
     """Client -> server: its two X25519 public keys (c for shares, s for masks).
 
@@ -227,30 +227,46 @@ class AdvertiseKeys:
 # --------------------------------------------------------------------------- round 1
 @dataclass(frozen=True)
 class KeyList:
-    """Server -> clients: every advertised key (U1); the same bytes for everyone."""
+    """Server -> clients: every advertised key (U1), sorted by id; the same bytes for all.
+
+    Entries have a fixed size (id || c_pk || s_pk || signature of ``sig_len`` bytes,
+    0 or 64), so a list of thousands of keys parses in one pass.
+    """
 
     config_digest: bytes
     entries: list[AdvertiseKeys]
 
+    def _sig_len(self) -> int:
+        lens = {len(e.signature) for e in self.entries}
+        if len(lens) > 1:
+            raise MalformedMessageError("KeyList: entries mix signed and unsigned keys")
+        return lens.pop() if lens else 0
+
     def key_bytes(self) -> bytes:
-        return b"".join(e.entry() for e in self.entries)
+        return b"".join(struct.pack(">I", e.sender) + e.c_pk + e.s_pk + e.signature
+                        for e in self.entries)
 
     def to_bytes(self) -> bytes:
         return (_header(T_KEYLIST) + self.config_digest
-                + struct.pack(">I", len(self.entries)) + self.key_bytes())
+                + struct.pack(">BI", self._sig_len(), len(self.entries)) + self.key_bytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyList:
         r = _open(data, T_KEYLIST, "KeyList")
         digest = r.take(32, "config_digest")
-        n = r.count("entries", 4 + 2 * KEY_BYTES + 4)
-        entries = [AdvertiseKeys.read_entry(r, digest) for _ in range(n)]
+        sig_len = r.u8("sig_len")
+        if sig_len not in (0, SIG_BYTES):
+            raise MalformedMessageError(f"KeyList: signature length {sig_len}")
+        size = 4 + 2 * KEY_BYTES + sig_len
+        n = r.count("entries", size)
+        raw = r.take(n * size, "entries")
         r.done()
-        senders = [e.sender for e in entries]
-        if len(set(senders)) != n:
-            raise MalformedMessageError("KeyList: duplicate client id")
-        if senders != sorted(senders):
-            raise MalformedMessageError("KeyList: entries must be sorted by client id")
+        senders = struct.unpack(f">{n}I", b"".join(raw[i:i + 4] for i in range(0, n * size, size)))
+        if any(a >= b for a, b in zip(senders, senders[1:])):
+            raise MalformedMessageError("KeyList: entries must be sorted by distinct client id")
+        k1, k2 = 4 + KEY_BYTES, 4 + 2 * KEY_BYTES
+        entries = [AdvertiseKeys(digest, c, raw[o + 4:o + k1], raw[o + k1:o + k2], raw[o + k2:o + size])
+                   for c, o in zip(senders, range(0, n * size, size))]
         return cls(digest, entries)
 
 

@@ -58,25 +58,32 @@ def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> by
 
 
 # --------------------------------------------------------------------------- key agreement
-def x25519_keypair() -> tuple[bytes, bytes]:
-    """A fresh X25519 key pair as (raw private 32 B, raw public 32 B)."""
+def x25519_keypair() -> tuple[X25519PrivateKey, bytes]:
+    """A fresh X25519 key pair as (private key object, raw public 32 B)."""
     sk = X25519PrivateKey.generate()
-    return sk.private_bytes_raw(), sk.public_key().public_bytes_raw()
+    return sk, sk.public_key().public_bytes_raw()
 
 
-def x25519_public(private: bytes) -> bytes:
-    """The public key of a raw X25519 private key (used to check reconstructed keys)."""
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+def x25519_private(raw: bytes) -> X25519PrivateKey:
+    """Load a raw 32-byte X25519 private key (e.g. one reconstructed from shares)."""
+    return X25519PrivateKey.from_private_bytes(raw)
 
 
-def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
+def x25519_raw(private: X25519PrivateKey) -> bytes:
+    return private.private_bytes_raw()
+
+
+def x25519_public(private: X25519PrivateKey) -> bytes:
+    """Raw public key of a private key (used to check reconstructed keys)."""
+    return private.public_key().public_bytes_raw()
+
+
+def x25519_shared(private: X25519PrivateKey, peer_public: bytes) -> bytes:
     """Raw X25519 shared secret; raises KeyMismatchError on a low-order peer key."""
     if len(peer_public) != KEY_BYTES:
         raise MalformedMessageError(f"X25519 public key must be 32 bytes, got {len(peer_public)}")
     try:
-        return X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # all-zero shared secret (small-order point)
         raise KeyMismatchError(f"X25519 key agreement failed: {exc}") from None
 
@@ -143,9 +150,14 @@ def session_id(config_bytes: bytes, key_entries: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- PRG
-def keystream(key: bytes, nbytes: int) -> np.ndarray:
-    """``nbytes`` of AES-256-CTR keystream (zero IV) as a uint8 array."""
-    out = np.empty(nbytes + 16, dtype=np.uint8)
+def keystream(key: bytes, nbytes: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``nbytes`` of AES-256-CTR keystream (zero IV) as a uint8 array.
+
+    ``out`` (uint8, at least nbytes + 16 long) is filled instead of a fresh array: the
+    mask loops reuse one scratch buffer, which avoids page faults on large vectors.
+    """
+    if out is None or out.size < nbytes + 16:
+        out = np.empty(nbytes + 16, dtype=np.uint8)
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     n = enc.update_into(_zeros(nbytes), out)
     return out[:n]
@@ -197,17 +209,19 @@ def mask_key(seed: bytes, *, label: bytes, session: bytes, round_id: int, party:
     return hkdf(seed, salt=session, info=info)
 
 
-def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
+def uniform_mod(key: bytes, length: int, modulus: int, scratch: np.ndarray | None = None) -> np.ndarray:
     """``length`` values uniform in [0, M) from the AES-CTR stream of ``key``.
 
     Powers of two take raw bits (masked words); other moduli reject words >= M among
-    ceil(log2 M)-bit samples. Returns uint32 for M <= 2^32, else uint64.
+    ceil(log2 M)-bit samples. Returns uint32 for M <= 2^32, else uint64. With a
+    ``scratch`` uint8 buffer the result of a power-of-two modulus is a view into it
+    (valid until the buffer is reused).
     """
     modulus = check_modulus(modulus)
     dtype = word_dtype(modulus)
     width = dtype.itemsize
     if modulus & (modulus - 1) == 0:
-        words = keystream(key, length * width).view(dtype)
+        words = keystream(key, length * width, scratch).view(dtype)
         if modulus != 1 << (8 * width):
             words &= dtype.type(modulus - 1)
         return words
@@ -226,14 +240,13 @@ def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
     return out
 
 
-def csprng_uniform01(n: int) -> np.ndarray:
-    """n floats uniform in [0, 1) with 53-bit resolution from a fresh CSPRNG stream.
+def csprng_words32(n: int) -> np.ndarray:
+    """n uniform uint32 words from a fresh CSPRNG stream.
 
     The stream is AES-256-CTR under a key from ``os.urandom`` (fast and cryptographic);
     used for stochastic rounding, never numpy's RNG.
     """
-    words = keystream(os.urandom(KEY_BYTES), 8 * n).view(np.uint64)
-    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return keystream(os.urandom(KEY_BYTES), 4 * n).view(np.uint32)
 
 
 def random_seed() -> bytes:

@@ -2,7 +2,7 @@
 
 Encoding (one client, clip bound c, b bits): clip x to [-c, c], map to
 u = (x + c) / step with step = 2c / (2^b - 1), and round stochastically
-q = floor(u) + [r < u - floor(u)] with r uniform from a CSPRNG, so E[q] = u and
+q = floor(u) + [r < u - floor(u)] with r uniform (32-bit) from a CSPRNG, so E[q] = u and
 q is in [0, 2^b - 1]. A client with integer weight w sends w q.
 
 Headroom (Bonawitz et al. 2017, section 1.1: R = n (R_U - 1) + 1): the modulus must
@@ -17,9 +17,10 @@ sum_i w_i x_i ~= S step - c W (unbiased; error per coordinate <= W step).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..errors import HeadroomExceededError, InvalidInputError
-from .primitives import csprng_uniform01, word_dtype
+from .primitives import csprng_words32, word_dtype
 
 MAX_MODULUS_BITS = 64
 
@@ -69,14 +70,25 @@ def quantize(x: np.ndarray, clip: float, bits: int, *, weight: int = 1,
     modulus = modulus_for(max(int(weight), 1), bits) if modulus is None else modulus
     if ((1 << bits) - 1) * int(weight) >= modulus:
         raise HeadroomExceededError(f"weight {weight} x {bits}-bit values do not fit modulus {modulus}")
-    u = (np.clip(x, -clip, clip) + clip) / step_size(clip, bits)
-    q = np.floor(u)
-    q += csprng_uniform01(x.size) < (u - q)
-    np.minimum(q, (1 << bits) - 1, out=q)
-    words = q.astype(word_dtype(modulus))
+    dtype = word_dtype(modulus)
+    out = np.empty(x.size, dtype=dtype)
+    _quantize(x, float(clip), 1.0 / step_size(clip, bits), float((1 << bits) - 1),
+              csprng_words32(x.size), out)
     if weight != 1:
-        words *= word_dtype(modulus).type(weight)
-    return words
+        out *= dtype.type(weight)
+    return out
+
+
+@njit(cache=True)
+def _quantize(x, clip, inv_step, top, rand32, out):
+    """out[i] = floor(u) + [r_i 2^-32 < frac(u)],  u = (clip(x_i) + c) / step."""
+    for i in range(x.shape[0]):
+        v = min(max(x[i], -clip), clip)
+        u = (v + clip) * inv_step
+        q = np.floor(u)
+        if rand32[i] * 2.3283064365386963e-10 < u - q:
+            q += 1.0
+        out[i] = min(q, top)
 
 
 def dequantize(total: np.ndarray, clip: float, bits: int, total_weight: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..errors import ProtocolError, RoundAbortedError
 from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
-from .client_states import mask_vector
+from .client_states import mask_vector, scratch_for
 from .graph import neighbours
 
 
@@ -237,13 +237,14 @@ class SecAggServer:
             secrets[owner] = shamir.reconstruct([x for x, _ in got], rows)[0]
         alive = set(self.u3)
         total = self.acc
+        scratch = scratch_for(cfg)
         for u in self.u3:
             vectors.sub_into(total, mask_vector(secrets[u], label=pr.LABEL_SELF_MASK, session=self.session,
-                                                cfg=cfg, party=(u, u)), cfg.modulus)
+                                                cfg=cfg, party=(u, u), scratch=scratch), cfg.modulus)
         for v in self.u2:
             if v in alive:
                 continue
-            s_sk = secrets[v]
+            s_sk = pr.x25519_private(secrets[v])
             if pr.x25519_public(s_sk) != self.keys[v].s_pk:
                 raise RoundAbortedError(f"round aborted: reconstructed mask key of client {v} "
                                         "does not match its advertised key (bad shares)")
@@ -252,7 +253,7 @@ class SecAggServer:
                     continue
                 shared = pr.x25519_shared(s_sk, self.keys[u].s_pk)
                 mask = mask_vector(shared, label=pr.LABEL_PAIR_MASK, session=self.session, cfg=cfg,
-                                   party=(min(u, v), max(u, v)))
+                                   party=(min(u, v), max(u, v)), scratch=scratch)
                 # u added sign(u, v) * mask with sign = +1 iff u < v: remove it
                 (vectors.sub_into if u < v else vectors.add_into)(total, mask, cfg.modulus)
         self.result = vectors.reduce(total, cfg.modulus)

@@ -93,12 +93,52 @@ def _wire_width(modulus: int) -> int:
     return w if w <= 56 else 64
 
 
+@njit(cache=True)
+def _pack32(values, width, out):
+    """Pack values of <= 32 bits into little-endian uint32 words (out has enough words)."""
+    acc = np.uint64(0)
+    nbits = 0
+    pos = 0
+    for i in range(values.shape[0]):
+        acc |= np.uint64(values[i]) << np.uint64(nbits)
+        nbits += width
+        if nbits >= 32:
+            out[pos] = np.uint32(acc & np.uint64(0xFFFFFFFF))
+            acc >>= np.uint64(32)
+            nbits -= 32
+            pos += 1
+    if nbits > 0:
+        out[pos] = np.uint32(acc & np.uint64(0xFFFFFFFF))
+
+
+@njit(cache=True)
+def _unpack32(words, width, count, out):
+    acc = np.uint64(0)
+    nbits = 0
+    pos = 0
+    mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+    for i in range(count):
+        if nbits < width:
+            acc |= np.uint64(words[pos]) << np.uint64(nbits)
+            nbits += 32
+            pos += 1
+        out[i] = acc & mask
+        acc >>= np.uint64(width)
+        nbits -= width
+    return acc
+
+
 def pack(values: np.ndarray, modulus: int) -> bytes:
     """Bit-pack values in [0, R) to ceil(log2 R) bits each (little-endian bit order)."""
     width = _wire_width(modulus)
     if width in (8, 16, 32, 64):
         return values.astype(f"<u{width // 8}", copy=False).tobytes()
-    out = np.zeros(packed_size(values.size, modulus), dtype=np.uint8)
+    nbytes = packed_size(values.size, modulus)
+    if width < 32:
+        out = np.zeros(-(-nbytes // 4), dtype="<u4")
+        _pack32(values, width, out)
+        return out.tobytes()[:nbytes]
+    out = np.zeros(nbytes, dtype=np.uint8)
     _pack(values, width, out)
     return out.tobytes()
 
@@ -113,9 +153,15 @@ def unpack(data: bytes, length: int, modulus: int, dtype: np.dtype) -> np.ndarra
     if width in (8, 16, 32, 64):
         vals = np.frombuffer(data, dtype=f"<u{width // 8}").astype(dtype)
     else:
-        raw = np.frombuffer(data, dtype=np.uint8)
         vals = np.empty(length, dtype=np.uint64)
-        rest = _unpack(raw, width, length, vals)
+        if width < 32:
+            words = np.frombuffer(data + bytes(-len(data) % 4), dtype="<u4")
+            rest = _unpack32(words, width, length, vals)
+            tail = len(data) % 4
+            if tail and words[-1] >> np.uint32(8 * tail):
+                raise MalformedMessageError("packed vector has non-zero padding bytes")
+        else:
+            rest = _unpack(np.frombuffer(data, dtype=np.uint8), width, length, vals)
         if rest != 0:
             raise MalformedMessageError("packed vector has non-zero padding bits")
         vals = vals.astype(dtype, copy=False)

@@ -1,0 +1,151 @@
+"""The ``"secagg"`` (complete graph) and ``"secagg+"`` (Harary graph) aggregation backends.
+
+Each round runs the full protocol in-process (:func:`.driver.run_round`): real keys,
+real shares, real masks, every message serialized.
+
+Encoding. Float updates are clipped to [-clip, clip] and quantized to ``bits`` bits
+with CSPRNG stochastic rounding (:mod:`.quantize`). Weights are applied *after*
+quantization as integer multipliers, so they cost no precision: integer weights
+(example counts, 1.0) are exact; other weights are scaled by a power of two 2^s (20
+significant bits, ``info["weight_scale"]``) and rounded. The modulus is the smallest
+power of two above (2^bits - 1) * sum of the integer weights of *all* clients, so the
+modular sum never wraps, whoever drops.
+
+Dropouts. Clients in ``dropped`` go offline at ``drop_stage`` (default
+``"masked_input"``: after sharing their keys, before sending their masked input -- the
+worst case of Bonawitz et al. 2017, section 7, which forces the server to reconstruct
+their mask keys and remove their pairwise masks). Earlier stages (``"advertise"``,
+``"share_keys"``) also exclude them; later stages would count their input and are
+therefore not accepted here (use :func:`.driver.run_round` for those).
+
+Threshold guard. The backend refuses (TooFewInputsError) a round in which fewer than
+max(min_inputs, t) inputs would be included; the protocol itself aborts with
+RoundAbortedError when some client keeps fewer than t live neighbours.
+
+``view.per_client[cid]`` is the masked upload decoded as if it were a quantized value
+(uniform noise); ``view.aggregate`` is the unmasked weighted sum. ``result.info`` holds
+(k, t), the failure bounds, the modulus and the encoding parameters.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
+from ..errors import InvalidInputError, TooFewInputsError
+from .driver import make_config, run_round
+from .graph import GraphParams, complete_parameters, find_parameters
+from .quantize import check_quant_params, dequantize, integer_weights, modulus_for, quantize
+
+DROP_STAGES = ("advertise", "share_keys", "masked_input")
+
+
+class MaskingBackend(AggregationBackend):
+    """Pairwise-mask secure aggregation (SecAgg; SecAgg+ with ``graph="harary"``).
+
+    Parameters
+    ----------
+    clip, bits:
+        Clipping bound and quantization precision of each coordinate.
+    graph:
+        ``"complete"`` (SecAgg) or ``"harary"`` (SecAgg+ with automatic (k, t)).
+    dropout_rate, corrupt_rate, security_bits, correctness_bits:
+        Inputs of the (k, t) choice (:func:`.graph.find_parameters`).
+    k, t:
+        Override the automatic choice (both or neither).
+    drop_stage:
+        Stage at which ``dropped`` clients go offline (see the module docstring).
+    active:
+        Run the active-adversary variant (Ed25519-signed keys, ConsistencyCheck).
+    """
+
+    name = "secagg"
+
+    def __init__(self, *, clip: float = 1.0, bits: int = 16, graph: str = "complete",
+                 dropout_rate: float = 0.1, corrupt_rate: float = 0.05,
+                 security_bits: float = 40.0, correctness_bits: float = 20.0,
+                 k: int | None = None, t: int | None = None, drop_stage: str = "masked_input",
+                 active: bool = False, min_inputs: int = 2, record_view: bool = False) -> None:
+        super().__init__(min_inputs=min_inputs, record_view=record_view)
+        check_quant_params(clip, bits)
+        if graph not in ("complete", "harary"):
+            raise InvalidInputError(f"graph must be 'complete' or 'harary', got {graph!r}")
+        if drop_stage not in DROP_STAGES:
+            raise InvalidInputError(f"drop_stage must be one of {DROP_STAGES}, got {drop_stage!r}")
+        if (k is None) != (t is None):
+            raise InvalidInputError("give both k and t, or neither")
+        self.clip, self.bits, self.graph = float(clip), int(bits), graph
+        self.rates = dict(dropout_rate=dropout_rate, corrupt_rate=corrupt_rate)
+        self.bounds = dict(security_bits=security_bits, correctness_bits=correctness_bits)
+        self.k, self.t = k, t
+        self.drop_stage, self.active = drop_stage, active
+
+    def parameters(self, n: int) -> GraphParams:
+        """The (k, t) this backend uses for n clients."""
+        if self.k is not None:
+            k = min(self.k, n - 1)
+            return GraphParams(n, k, self.t, k >= n - 1, float("nan"), float("nan"),
+                               self.rates["corrupt_rate"], self.rates["dropout_rate"])
+        if self.graph == "complete":
+            return complete_parameters(n, **self.rates)
+        return find_parameters(n, **self.rates, **self.bounds)
+
+    def _run_round(self, vectors, weights, dropped):
+        clients = sorted(vectors)
+        n, length = len(clients), next(iter(vectors.values())).shape[0]
+        params = self.parameters(n)
+        included = [c for c in clients if c not in set(dropped)]
+        if len(included) < max(self.min_inputs, params.t):
+            raise TooFewInputsError(
+                f"{self.name}: {len(included)} included inputs, fewer than "
+                f"max(min_inputs={self.min_inputs}, t={params.t}); refusing to aggregate"
+            )
+        w_int, scale = integer_weights(weights)
+        modulus = modulus_for(max(sum(w_int.values()), 1), self.bits)
+        cost = RoundCost()
+        words, clipped = {}, 0
+        for c in clients:
+            t0 = time.perf_counter()
+            x = vectors[c]
+            clipped += int(np.count_nonzero(np.abs(x) > self.clip))
+            words[c] = quantize(x, self.clip, self.bits, weight=w_int[c], modulus=modulus)
+            cost.client_seconds[c] = time.perf_counter() - t0
+        config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active)
+        run = run_round(words, config, dropouts={self.drop_stage: set(dropped)},
+                        record_masked=self.record_view)
+        w_total = sum(w_int[c] for c in run.included)
+        t0 = time.perf_counter()
+        aggregate = dequantize(run.aggregate, self.clip, self.bits, w_total) / scale
+        cost.server_seconds = run.server_seconds + time.perf_counter() - t0
+        for c in clients:
+            cost.client_seconds[c] += run.client_seconds[c]
+        cost.bytes_up, cost.bytes_down = run.bytes_up, run.bytes_down
+        view = ServerView(aggregate=aggregate)
+        for c, y in run.masked.items():
+            view.per_client[c] = dequantize(y, self.clip, self.bits, w_int[c]) / scale
+        info = {
+            "k": params.k, "t": params.t, "complete_graph": params.complete,
+            "security_bits": params.security_bits, "correctness_bits": params.correctness_bits,
+            "corrupt_rate": params.corrupt_rate, "dropout_rate": params.dropout_rate,
+            "modulus": modulus, "modulus_bits": modulus.bit_length() - 1, "bits": self.bits,
+            "clip": self.clip, "clipped_entries": clipped, "weight_scale": scale,
+            "drop_stage": self.drop_stage, "active": self.active,
+        }
+        return RoundResult(aggregate=aggregate, total_weight=float(sum(weights[c] for c in run.included)),
+                           included=list(run.included), view=view, cost=cost, info=info)
+
+
+class SecAggPlusBackend(MaskingBackend):
+    """SecAgg+: Harary-graph neighbourhoods with automatic (k, t)."""
+
+    name = "secagg+"
+
+    def __init__(self, **options) -> None:
+        options.setdefault("graph", "harary")
+        super().__init__(**options)
+
+
+register_backend("secagg", MaskingBackend)
+register_backend("secagg+", SecAggPlusBackend)
