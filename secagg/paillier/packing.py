@@ -1,0 +1,226 @@
+"""BatchCrypt-style packing: clip, quantize (stochastic rounding, CSPRNG), pack slots.
+
+Follows BatchCrypt (Zhang et al., USENIX ATC 2020, section 4): clip to [-alpha, alpha],
+quantize to signed b-bit integers q in [-L, L] with L = 2^(b-1) - 1 and unbiased
+stochastic rounding q = floor(x L / alpha + u), u ~ U[0, 1) from the OS CSPRNG, then pack
+many values into one Paillier plaintext. Instead of BatchCrypt's two's complement with
+duplicated sign bit we use *offset binary* (the research note's suggestion, B8.4): a
+ciphertext that stands for c summands stores each slot as q + c L in [0, 2 c L]. The
+sum of ciphertexts carrying C summands in total has slots in [0, 2 C L]; slots are
+subtracted C L after decryption, which gives the exact integer sum of the quantized
+values. The only error is quantization (|error| < step = alpha / L per summand).
+
+Layout (:func:`choose_layout`): slot width w = bit_length(2 K L) for the declared
+maximum number of summands K, so no slot can carry into its neighbour while at most K
+summands are absorbed; slots per plaintext k = floor((|n| - 1) / w), so the packed
+integer is < 2^(|n| - 1) <= n. Ciphertexts count absorbed summands and refuse to
+exceed K (:class:`~secagg.errors.HeadroomExceededError`).
+
+Array work runs in numba kernels (``cache=True``); assembling the big plaintext goes
+through little-endian uint64 limbs and ``int.from_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import asdict, dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import HeadroomExceededError, InvalidInputError
+
+MAX_SLOT_BITS = 62
+
+
+@dataclass(frozen=True)
+class PackingLayout:
+    """Slot layout for one (value range, precision, max summands, key size)."""
+
+    clip: float
+    precision_bits: int
+    max_summands: int
+    key_bits: int
+    #: L = 2^(b-1) - 1, largest |quantized value| of one summand
+    level: int = field(init=False)
+    slot_bits: int = field(init=False)
+    slots: int = field(init=False)
+    limbs: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.clip, int | float) and math.isfinite(self.clip) and self.clip > 0):
+            raise InvalidInputError(f"clip must be a finite number > 0, got {self.clip!r}")
+        if not isinstance(self.precision_bits, int) or not 2 <= self.precision_bits <= 48:
+            raise InvalidInputError(
+                f"precision_bits must be an integer in [2, 48], got {self.precision_bits!r}"
+            )
+        if not isinstance(self.max_summands, int) or self.max_summands < 1:
+            raise InvalidInputError(f"max_summands must be an integer >= 1, got {self.max_summands!r}")
+        level = (1 << (self.precision_bits - 1)) - 1
+        slot_bits = (2 * self.max_summands * level).bit_length()
+        if slot_bits > MAX_SLOT_BITS:
+            raise HeadroomExceededError(
+                f"{self.precision_bits}-bit values summed {self.max_summands} times need "
+                f"{slot_bits}-bit slots, above {MAX_SLOT_BITS}: lower precision or max_summands"
+            )
+        slots = (self.key_bits - 1) // slot_bits
+        if slots < 1:
+            raise InvalidInputError(f"a {self.key_bits}-bit key cannot hold one {slot_bits}-bit slot")
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "slot_bits", slot_bits)
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "limbs", -(-slots * slot_bits // 64))
+
+    @property
+    def scale(self) -> float:
+        """Quantized units per unit of value: L / alpha."""
+        return self.level / self.clip
+
+    @property
+    def step(self) -> float:
+        """Quantization step alpha / L: per-summand error bound."""
+        return self.clip / self.level
+
+    def ciphertexts_for(self, length: int) -> int:
+        return -(-length // self.slots)
+
+    def describe(self) -> dict:
+        """Plain dict of the layout (parameters and derived sizes) for logs and results."""
+        d = asdict(self)
+        d.update(step=self.step, headroom_bits=self.slot_bits - self.precision_bits)
+        return d
+
+    def quantize(self, values: np.ndarray, summands: int = 1) -> tuple[np.ndarray, int]:
+        """Offset slots q + c L (uint64, padded to whole ciphertexts) and the clipped count.
+
+        Values are clipped to |x| <= c alpha (c = ``summands``), then stochastically
+        rounded with CSPRNG uniforms.
+        """
+        x = _finite_1d(values)
+        if not isinstance(summands, int) or not 1 <= summands <= self.max_summands:
+            raise HeadroomExceededError(
+                f"summands must be an integer in [1, {self.max_summands}], got {summands!r}"
+            )
+        padded = self.ciphertexts_for(x.size) * self.slots
+        u = _csprng_uniform(x.size)
+        out = np.full(padded, summands * self.level, dtype=np.uint64)
+        clipped = _quantize(x, summands * self.clip, self.scale, summands * self.level, u, out)
+        return out, int(clipped)
+
+    def pack(self, slot_values: np.ndarray) -> list[int]:
+        """Big plaintext integers, slot i of a plaintext at bits [i w, (i + 1) w)."""
+        limbs = _pack(slot_values, self.slots, self.slot_bits, self.limbs)
+        raw = limbs.tobytes()
+        width = self.limbs * 8
+        return [int.from_bytes(raw[i:i + width], "little") for i in range(0, len(raw), width)]
+
+    def unpack(self, plaintexts: list[int]) -> np.ndarray:
+        """Slot values (uint64) of decrypted plaintexts, in order."""
+        width = self.limbs * 8
+        try:
+            raw = b"".join(int(m).to_bytes(width, "little") for m in plaintexts)
+        except OverflowError:
+            raise HeadroomExceededError("a decrypted plaintext exceeds the packed layout") from None
+        limbs = np.frombuffer(raw, dtype=np.uint64).reshape(len(plaintexts), self.limbs)
+        return _unpack(limbs, self.slots, self.slot_bits)
+
+    def slot_sums(self, slot_values: np.ndarray, length: int, summands: int) -> np.ndarray:
+        """Exact integer sums of quantized values: slot - C L, checked to lie in [-C L, C L]."""
+        offset = summands * self.level
+        s = slot_values[:length]
+        if s.size and int(s.max()) > 2 * offset:
+            raise HeadroomExceededError(
+                f"a slot holds {int(s.max())}, above 2 C L = {2 * offset} for C = {summands} "
+                "summands: the ciphertext was tampered with or its summand count is wrong"
+            )
+        return s.astype(np.int64) - np.int64(offset)
+
+    def dequantize(self, sums: np.ndarray) -> np.ndarray:
+        return _dequantize(sums, self.step)
+
+
+def choose_layout(
+    *, clip: float, precision_bits: int = 16, max_summands: int, key_bits: int
+) -> PackingLayout:
+    """The layout for values |x| <= clip, b-bit quantization, up to K summands, |n| bits."""
+    return PackingLayout(float(clip), int(precision_bits), int(max_summands), int(key_bits))
+
+
+def _finite_1d(values) -> np.ndarray:
+    try:
+        x = np.ascontiguousarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"values must be numeric: {exc}") from None
+    if x.ndim != 1:
+        raise InvalidInputError(f"expected a 1-D array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("values contain NaN or inf")
+    return x
+
+
+def _csprng_uniform(size: int) -> np.ndarray:
+    """Uniform floats in [0, 1) with 53 random bits each, from the OS CSPRNG."""
+    words = np.frombuffer(secrets.token_bytes(8 * size), dtype=np.uint64)
+    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+@numba.njit(cache=True)
+def _quantize(x, bound, scale, offset, u, out):
+    clipped = 0
+    for i in range(x.size):
+        v = x[i]
+        if v > bound:
+            v = bound
+            clipped += 1
+        elif v < -bound:
+            v = -bound
+            clipped += 1
+        q = np.floor(v * scale + u[i])
+        if q > offset:
+            q = offset
+        elif q < -offset:
+            q = -offset
+        out[i] = np.uint64(np.int64(q) + offset)
+    return clipped
+
+
+@numba.njit(cache=True)
+def _pack(slots, k, w, n_limbs):
+    n_ct = slots.size // k
+    limbs = np.zeros((n_ct, n_limbs), dtype=np.uint64)
+    for j in range(n_ct):
+        for s in range(k):
+            v = slots[j * k + s]
+            o = s * w
+            li = o >> 6
+            sh = o & 63
+            limbs[j, li] |= v << np.uint64(sh)
+            if sh + w > 64:
+                limbs[j, li + 1] |= v >> np.uint64(64 - sh)
+    return limbs
+
+
+@numba.njit(cache=True)
+def _unpack(limbs, k, w):
+    n_ct = limbs.shape[0]
+    out = np.empty(n_ct * k, dtype=np.uint64)
+    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    for j in range(n_ct):
+        for s in range(k):
+            o = s * w
+            li = o >> 6
+            sh = o & 63
+            v = limbs[j, li] >> np.uint64(sh)
+            if sh + w > 64:
+                v |= limbs[j, li + 1] << np.uint64(64 - sh)
+            out[j * k + s] = v & mask
+    return out
+
+
+@numba.njit(cache=True)
+def _dequantize(sums, step):
+    out = np.empty(sums.size, dtype=np.float64)
+    for i in range(sums.size):
+        out[i] = sums[i] * step
+    return out

@@ -1,0 +1,307 @@
+"""Bytes and JSON formats for keys and ciphertext vectors (no pickle).
+
+Binary message: ``b"SPL1"``, one kind byte, then fields in network byte order.
+
+* public key: u16 len + n (big-endian).
+* key reference in a vector message: flag byte 1 + public key (the key once per
+  message, never per value), or flag 0 + 32-byte SHA-256 fingerprint of n (the receiver
+  supplies the key it expects).
+* EncryptedVector: key ref, i16 exponent, u32 length, u16 len + bound, ciphertexts.
+* PackedEncryptedVector: key ref, f64 clip, u8 precision bits, u32 max summands,
+  u32 length, u32 summands, ciphertexts.
+* ciphertexts: fixed width (bytes of n^2) big-endian, concatenated.
+* private key: public key, p, q, and the prime factors of p - 1 and q - 1 (count 0 when
+  unknown). Keep private-key bytes secret.
+
+JSON mirrors the same fields (integers as hex strings, ciphertexts as one base64 blob).
+Every loader checks lengths, trailing data, parameter ranges and that every ciphertext
+lies in Z*_{n^2}; violations raise :class:`MalformedMessageError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+
+import gmpy2
+from gmpy2 import mpz
+
+from ..errors import KeyMismatchError, MalformedMessageError, SecaggError
+from .keys import PrivateKey, PublicKey
+from .packing import PackingLayout
+from .vector import EncryptedVector, PackedEncryptedVector
+
+MAGIC = b"SPL1"
+FORMAT = "secagg.paillier/1"
+KIND_PUBLIC, KIND_PRIVATE, KIND_VECTOR, KIND_PACKED = 1, 2, 3, 4
+_KIND_NAMES = {KIND_PUBLIC: "PublicKey", KIND_PRIVATE: "PrivateKey",
+               KIND_VECTOR: "EncryptedVector", KIND_PACKED: "PackedEncryptedVector"}
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MalformedMessageError(f"expected bytes, got {type(data).__name__}")
+        self.data = bytes(data)
+        self.pos = 0
+
+    def take(self, k: int) -> bytes:
+        if self.pos + k > len(self.data):
+            raise MalformedMessageError("message truncated")
+        out = self.data[self.pos:self.pos + k]
+        self.pos += k
+        return out
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def big(self) -> mpz:
+        (k,) = self.unpack(">H")
+        return mpz(int.from_bytes(self.take(k), "big"))
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise MalformedMessageError(f"{len(self.data) - self.pos} trailing bytes after the message")
+
+
+def _big(x: int) -> bytes:
+    raw = int(x).to_bytes((int(x).bit_length() + 7) // 8, "big")
+    if len(raw) > 0xFFFF:
+        raise MalformedMessageError("integer too large for the format")
+    return struct.pack(">H", len(raw)) + raw
+
+
+def _header(data: _Reader, expected: tuple[int, ...]) -> int:
+    if data.take(4) != MAGIC:
+        raise MalformedMessageError("not a secagg.paillier message (bad magic)")
+    (kind,) = data.unpack(">B")
+    if kind not in expected:
+        raise MalformedMessageError(
+            f"expected {[_KIND_NAMES[k] for k in expected]}, got kind {_KIND_NAMES.get(kind, kind)}"
+        )
+    return kind
+
+
+def _guard(fn):
+    """Turn any failure while parsing untrusted data into MalformedMessageError."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SecaggError as exc:
+            if isinstance(exc, MalformedMessageError | KeyMismatchError):
+                raise
+            raise MalformedMessageError(f"invalid message: {exc}") from exc
+        except (ValueError, TypeError, KeyError, struct.error, binascii.Error, OverflowError) as exc:
+            raise MalformedMessageError(f"invalid message: {exc!r}") from exc
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# ---- keys ---------------------------------------------------------------------------
+
+def public_key_to_bytes(pk: PublicKey) -> bytes:
+    return MAGIC + bytes([KIND_PUBLIC]) + _big(pk.n)
+
+
+@_guard
+def public_key_from_bytes(data: bytes) -> PublicKey:
+    r = _Reader(data)
+    _header(r, (KIND_PUBLIC,))
+    pk = PublicKey(r.big())
+    r.done()
+    return pk
+
+
+def private_key_to_bytes(sk: PrivateKey) -> bytes:
+    out = [MAGIC, bytes([KIND_PRIVATE]), _big(sk.public_key.n), _big(sk.p), _big(sk.q)]
+    for factors in (sk.p_factors, sk.q_factors):
+        fs = factors or ()
+        out.append(struct.pack(">H", len(fs)))
+        out.extend(_big(f) for f in fs)
+    return b"".join(out)
+
+
+@_guard
+def private_key_from_bytes(data: bytes) -> PrivateKey:
+    r = _Reader(data)
+    _header(r, (KIND_PRIVATE,))
+    pk = PublicKey(r.big())
+    p, q = r.big(), r.big()
+    factor_lists = []
+    for _ in range(2):
+        (count,) = r.unpack(">H")
+        factor_lists.append(tuple(int(r.big()) for _ in range(count)) or None)
+    r.done()
+    return PrivateKey(pk, p, q, factor_lists[0], factor_lists[1])
+
+
+def public_key_to_json(pk: PublicKey) -> str:
+    return json.dumps({"format": FORMAT, "kind": "PublicKey", "n": _hex(pk.n)})
+
+
+@_guard
+def public_key_from_json(text: str) -> PublicKey:
+    d = _load_json(text, "PublicKey")
+    return PublicKey(_unhex(d["n"]))
+
+
+def private_key_to_json(sk: PrivateKey) -> str:
+    return json.dumps({
+        "format": FORMAT, "kind": "PrivateKey", "n": _hex(sk.public_key.n),
+        "p": _hex(sk.p), "q": _hex(sk.q),
+        "p_factors": [_hex(f) for f in sk.p_factors] if sk.p_factors else None,
+        "q_factors": [_hex(f) for f in sk.q_factors] if sk.q_factors else None,
+    })
+
+
+@_guard
+def private_key_from_json(text: str) -> PrivateKey:
+    d = _load_json(text, "PrivateKey")
+    pk = PublicKey(_unhex(d["n"]))
+    pf = tuple(int(_unhex(f)) for f in d["p_factors"]) if d["p_factors"] else None
+    qf = tuple(int(_unhex(f)) for f in d["q_factors"]) if d["q_factors"] else None
+    return PrivateKey(pk, _unhex(d["p"]), _unhex(d["q"]), pf, qf)
+
+
+# ---- ciphertext vectors ----------------------------------------------------------------
+
+def ciphertexts_to_bytes(pk: PublicKey, cts: list[mpz]) -> bytes:
+    width = pk.ciphertext_bytes
+    return b"".join(int(c).to_bytes(width, "big") for c in cts)
+
+
+def ciphertexts_from_bytes(pk: PublicKey, raw: bytes, count: int) -> list[mpz]:
+    """Parse ``count`` fixed-width ciphertexts and check each lies in Z*_{n^2}.
+
+    Range is checked per value; coprimality to n for all values at once: gcd(prod c mod
+    n, n) = 1 iff every c is coprime to n (p or q divides the product iff it divides a
+    factor).
+    """
+    width = pk.ciphertext_bytes
+    if len(raw) != width * count:
+        raise MalformedMessageError(f"expected {count} ciphertexts of {width} bytes, got {len(raw)} bytes")
+    n, n2 = pk.n, pk.nsquare
+    cts = [mpz(int.from_bytes(raw[i:i + width], "big")) for i in range(0, len(raw), width)]
+    acc = mpz(1)
+    for c in cts:
+        if not 0 < c < n2:
+            raise MalformedMessageError("ciphertext out of range [1, n^2)")
+        acc = acc * c % n
+    if gmpy2.gcd(acc, n) != 1:
+        raise MalformedMessageError("a ciphertext is not in Z*_{n^2} (shares a factor with n)")
+    return cts
+
+
+def _key_ref(pk: PublicKey, include_key: bool) -> bytes:
+    if include_key:
+        return b"\x01" + _big(pk.n)
+    return b"\x00" + pk.fingerprint
+
+
+def _read_key_ref(r: _Reader, expected: PublicKey | None) -> PublicKey:
+    (flag,) = r.unpack(">B")
+    if flag == 1:
+        pk = PublicKey(r.big())
+        if expected is not None:
+            expected.require_same(pk, "message and expected key")
+        return pk
+    if flag == 0:
+        fp = r.take(32)
+        if expected is None:
+            raise MalformedMessageError("message names its key by fingerprint: pass public_key=")
+        if fp != expected.fingerprint:
+            raise KeyMismatchError("message was encrypted under a different key")
+        return expected
+    raise MalformedMessageError(f"bad key flag {flag}")
+
+
+def vector_to_bytes(v: EncryptedVector | PackedEncryptedVector, *, include_key: bool = True) -> bytes:
+    pk = v.public_key
+    if isinstance(v, EncryptedVector):
+        head = bytes([KIND_VECTOR]) + _key_ref(pk, include_key)
+        head += struct.pack(">hI", v.exponent, len(v)) + _big(v.bound)
+    else:
+        lay = v.layout
+        head = bytes([KIND_PACKED]) + _key_ref(pk, include_key)
+        head += struct.pack(">dBIII", lay.clip, lay.precision_bits, lay.max_summands, v.length, v.summands)
+    return MAGIC + head + ciphertexts_to_bytes(pk, v.ciphertexts)
+
+
+@_guard
+def vector_from_bytes(data: bytes, public_key: PublicKey | None = None):
+    """Load an EncryptedVector or PackedEncryptedVector; ``public_key`` is checked if given."""
+    r = _Reader(data)
+    kind = _header(r, (KIND_VECTOR, KIND_PACKED))
+    pk = _read_key_ref(r, public_key)
+    if kind == KIND_VECTOR:
+        exponent, length = r.unpack(">hI")
+        bound = r.big()
+        cts = ciphertexts_from_bytes(pk, r.data[r.pos:], length)
+        return EncryptedVector(pk, cts, exponent, int(bound))
+    clip, bits, max_summands, length, summands = r.unpack(">dBIII")
+    layout = PackingLayout(clip, bits, max_summands, pk.bits)
+    cts = ciphertexts_from_bytes(pk, r.data[r.pos:], layout.ciphertexts_for(length))
+    return PackedEncryptedVector(pk, cts, layout, length, summands)
+
+
+def vector_to_json(v: EncryptedVector | PackedEncryptedVector) -> str:
+    pk = v.public_key
+    d = {"format": FORMAT, "public_key": {"n": _hex(pk.n)}}
+    if isinstance(v, EncryptedVector):
+        d.update(kind="EncryptedVector", exponent=v.exponent, length=len(v), bound=_hex(v.bound))
+    else:
+        lay = v.layout
+        d.update(kind="PackedEncryptedVector", length=v.length, summands=v.summands,
+                 layout={"clip": lay.clip, "precision_bits": lay.precision_bits,
+                         "max_summands": lay.max_summands})
+    d["ciphertexts"] = base64.b64encode(ciphertexts_to_bytes(pk, v.ciphertexts)).decode("ascii")
+    return json.dumps(d)
+
+
+@_guard
+def vector_from_json(text: str, public_key: PublicKey | None = None):
+    d = _load_json(text, ("EncryptedVector", "PackedEncryptedVector"))
+    pk = PublicKey(_unhex(d["public_key"]["n"]))
+    if public_key is not None:
+        public_key.require_same(pk, "message and expected key")
+    raw = base64.b64decode(d["ciphertexts"], validate=True)
+    length = _int(d["length"])
+    if d["kind"] == "EncryptedVector":
+        cts = ciphertexts_from_bytes(pk, raw, length)
+        return EncryptedVector(pk, cts, _int(d["exponent"]), int(_unhex(d["bound"])))
+    lay = d["layout"]
+    layout = PackingLayout(float(lay["clip"]), _int(lay["precision_bits"]), _int(lay["max_summands"]), pk.bits)
+    cts = ciphertexts_from_bytes(pk, raw, layout.ciphertexts_for(length))
+    return PackedEncryptedVector(pk, cts, layout, length, _int(d["summands"]))
+
+
+def _hex(x: int) -> str:
+    return format(int(x), "x")
+
+
+def _unhex(s) -> mpz:
+    if not isinstance(s, str):
+        raise MalformedMessageError("expected a hex string")
+    return mpz(int(s, 16))
+
+
+def _int(x) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < -(2**31) or x >= 2**32:
+        raise MalformedMessageError(f"expected a 32-bit integer, got {x!r}")
+    return x
+
+
+def _load_json(text: str, kinds) -> dict:
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise MalformedMessageError(f"not valid JSON: {exc}") from None
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("kind") not in kinds:
+        raise MalformedMessageError(f"expected a {FORMAT} {'/'.join(kinds)} object")
+    return d
