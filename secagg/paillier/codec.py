@@ -43,7 +43,7 @@ class FixedPointCodec:
     @classmethod
     def from_bits(cls, bits: int) -> FixedPointCodec:
         """At least ``bits`` fractional bits: exponent = -ceil(bits / 4)."""
-        return cls(-(-int(bits) // _LOG2_BASE))
+        return cls((-int(bits)) // _LOG2_BASE)
 
     @property
     def scale(self) -> int:
