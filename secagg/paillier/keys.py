@@ -166,6 +166,9 @@ class PrivateKey:
     def __repr__(self) -> str:
         return f"PrivateKey(bits={self.public_key.bits}, fingerprint={self.public_key.fingerprint[:6].hex()})"
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython / hypothesis: never print p, q
+        printer.text(repr(self))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PrivateKey) and self.p == other.p and self.q == other.q
 
