@@ -22,7 +22,9 @@ relabelling, try even degrees k = 2, 4, ...; accept the first k with
     P(Y < t2) <= 2^-eta / n; need t1 < t2, and t = max(t1 + 1, 2) (a union bound over
     the n nodes gives security failure <= 2^-sigma and correctness failure <= 2^-eta).
 
-When no k < n - 1 passes, the complete graph is used with t in (C, n - 1 - D], chosen as
+Below ``min_sparse_n`` = 65 clients the complete graph is used outright [R]: the note on
+fcp reports that its finder falls back to the complete graph for roughly n < 65, and
+with so few clients a sparse graph saves little. When no k < n - 1 passes, the complete graph is used with t in (C, n - 1 - D], chosen as
 max(C + 1, floor((n - 1)/2) + 1) capped at n - 1 - D (Bonawitz et al. choose t > n/2).
 """
 
@@ -90,7 +92,8 @@ def _log2_disconnect_bound(n: int, k: int, bad: int) -> float:
 
 
 def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 0.05,
-                    security_bits: float = 40.0, correctness_bits: float = 20.0) -> GraphParams:
+                    security_bits: float = 40.0, correctness_bits: float = 20.0,
+                    min_sparse_n: int = 65) -> GraphParams:
     """Pick (k, t) for n clients (see the module docstring for the criteria)."""
     if not isinstance(n, int | np.integer) or n < 2:
         raise InvalidInputError(f"need at least 2 clients, got n={n!r}")
@@ -105,7 +108,7 @@ def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 
             f"corrupt ({corrupt}) + dropped ({dropped}) clients leave no honest survivors of {n}"
         )
     sec_eps = 2.0 ** -(security_bits + 1)
-    for k in range(2, n - 1, 2):
+    for k in range(2, n - 1 if n >= min_sparse_n else 2, 2):
         if _log2_disconnect_bound(n, k, corrupt + dropped) > -(security_bits + 1):
             continue
         t1 = _upper_quantile(hypergeom_pmf(n - 1, corrupt, k), sec_eps / n)
