@@ -208,6 +208,9 @@ def test_obfuscator_pool(keys):
         pool.draw(4)
     vec = EncryptedVector.encrypt(sk, np.array([1.5, -2.0, 0.25]), obfuscator=pool)
     assert len(pool) == 0 and np.array_equal(vec.decrypt(sk), [1.5, -2.0, 0.25])
+    pool.fill(8, workers=2)  # filled by a process pool, cost still recorded
+    assert len(pool) == 8 and pool.fill_seconds > spent
+    assert all(scheme.decrypt(sk, r) == 0 for r in pool.draw(8))
 
 
 def test_obfuscator_of_other_key_rejected(keys, other_keys):
