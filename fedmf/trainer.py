@@ -105,6 +105,10 @@ class FedMFTrainer:
     ``observer(round, result, uploads, upload_scale)`` (optional) is called after every
     round with the backend's :class:`~secagg.RoundResult` and the users' uploads as
     sent (divided by ``upload_scale``); attacks use it to record what the server saw.
+
+    ``prediction_offset`` (optional, one value per test rating) is added to the model's
+    prediction before clipping: the device-side personalized masks of :mod:`fedmf.masked`,
+    when ``split`` holds masked training targets.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class FedMFTrainer:
         seed: int = 0,
         users: np.ndarray | None = None,
         observer: Callable | None = None,
+        prediction_offset: np.ndarray | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -129,6 +134,14 @@ class FedMFTrainer:
         self.mode = mode
         self.upload_scale = float(upload_scale)
         self.observer = observer
+        self.prediction_offset = 0.0
+        if prediction_offset is not None:
+            self.prediction_offset = np.asarray(prediction_offset, dtype=np.float64)
+            if self.prediction_offset.shape != (len(split.test),):
+                raise ConfigError(
+                    f"prediction_offset needs one value per test rating ({len(split.test)}), "
+                    f"got shape {self.prediction_offset.shape}"
+                )
         train = split.train
         self.n_items = train.n_items
         self.users = np.arange(train.n_users) if users is None else np.asarray(users)
@@ -190,7 +203,7 @@ class FedMFTrainer:
             self.observer(self.round, result, vectors, self.upload_scale)
         cost = result.cost
         test = self.split.test
-        pred = predict(self.mu, self.U, self.V, test.users, test.items)
+        pred = predict(self.mu + self.prediction_offset, self.U, self.V, test.users, test.items)
         log = RoundLog(
             round=self.round,
             test_rmse=rmse(pred, test.ratings),
