@@ -106,36 +106,40 @@ class _Violation(Exception):
     """An assumption of the attack does not hold for this data."""
 
 
-def read_rated_items(obs: RoundObservation) -> tuple[np.ndarray | None, str | None]:
+def read_rated_items(
+    obs: RoundObservation, zero_tol: float = 0.0
+) -> tuple[np.ndarray | None, str | None]:
     """The rated-item attack: PartText's declared support, or FullText's non-zero rows.
 
-    FullText plaintext uploads are exactly zero on unrated rows; if no row is zero the
-    upload is not a plaintext gradient (masked, or a user who rated everything) and the
-    set is reported as unreadable.
+    FullText plaintext uploads are zero on unrated rows (within ``zero_tol`` when the
+    upload was quantised); if no row is zero the upload is not a plaintext gradient
+    (masked, or a user who rated everything) and the set is reported as unreadable.
     """
     if obs.support is not None:
         return np.unique(np.asarray(obs.support, dtype=np.int64)), "support"
     if obs.upload is None:
         return None, None
-    nonzero = np.any(obs.upload != 0.0, axis=1)
+    nonzero = np.any(np.abs(obs.upload) > zero_tol, axis=1)
     if nonzero.all():
         return None, None
     return np.flatnonzero(nonzero), "nonzero rows"
 
 
 def attack_user(
-    rounds: list[RoundObservation], params: PublicParams, *, tol: float = 1e-6
+    rounds: list[RoundObservation], params: PublicParams, *, tol: float = 1e-6,
+    zero_tol: float = 0.0,
 ) -> AttackResult:
     """Reconstruct one user's ratings from its uploads in consecutive rounds.
 
     ``rounds`` are consecutive observations (two are needed for the user bias and for
     the unbiased paper order; the unbiased sequential order needs one when n >= 2).
     ``tol`` bounds the relative residual of every structure check: 1e-6 suits float64
-    uploads; quantised uploads need a tolerance above their quantisation error.
+    uploads; quantised uploads need a tolerance above their quantisation error, and
+    ``zero_tol`` (in model units) to tell unrated rows from quantised zeros.
     """
     if not rounds:
         return AttackResult(NO_OBSERVATION, "no round observed")
-    items, source = read_rated_items(rounds[0])
+    items, source = read_rated_items(rounds[0], zero_tol)
     result = AttackResult(NO_OBSERVATION, rated_items=items, rated_set_source=source)
     if any(r.upload is None for r in rounds):
         result.reason = "the server decoded no per-user upload (ciphertexts or no record)"
@@ -144,7 +148,7 @@ def attack_user(
         result.status, result.reason = VIOLATED, "no zero rows: not a plaintext FullText upload"
         return result
     for later in rounds[1:]:
-        later_items, _ = read_rated_items(later)
+        later_items, _ = read_rated_items(later, zero_tol)
         if later_items is None or not np.array_equal(later_items, items):
             result.status, result.reason = VIOLATED, "rated set differs between rounds"
             return result

@@ -1,0 +1,53 @@
+"""Scatter plot of reconstructed vs true ratings, one panel per backend (PNG).
+
+matplotlib is imported lazily: it is in the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedmf.errors import ConfigError
+
+from .evaluate import Guesses
+
+
+def plot_reconstruction(panels: list[tuple[str, Guesses, dict]], path: Path, *, seed: int = 0,
+                        max_points: int = 20_000) -> Path:
+    """Write a PNG with one scatter panel (true rating vs reconstruction) per backend.
+
+    ``panels`` holds (title, guesses, report) triples; points are jittered horizontally
+    so the five rating levels stay readable, and subsampled to ``max_points``.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError as exc:
+        raise ConfigError("plotting needs matplotlib: pip install -e .[bench]") from exc
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    for ax, (title, guesses, report) in zip(axes[0], panels):
+        truth = np.concatenate(guesses.true_ratings)
+        est = np.clip(np.concatenate(guesses.estimates), 1.0, 5.0)
+        keep = rng.permutation(truth.size)[:max_points]
+        jitter = rng.uniform(-0.2, 0.2, keep.size)
+        ax.scatter(truth[keep] + jitter, est[keep], s=3, alpha=0.25)
+        ax.plot([1, 5], [1, 5], color="black", lw=0.8)
+        ax.set_xlabel("true rating (jittered)")
+        ax.set_ylabel("reconstructed rating")
+        ax.set_xlim(0.5, 5.5)
+        ax.set_ylim(0.5, 5.5)
+        ax.set_title(f"{title}\nexact {report['exact_fraction']:.3f}, RMSE "
+                     f"{report['reconstruction_rmse']:.3f} (baseline "
+                     f"{report['baseline']['exact_fraction']:.3f}, "
+                     f"{report['baseline']['reconstruction_rmse']:.3f})", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
