@@ -30,6 +30,7 @@ from secagg.paillier import (
     PoolExhaustedError,
     PrivateKey,
     PublicKey,
+    check_group_membership,
     generate_keypair,
     private_key_from_bytes,
     private_key_from_json,
@@ -328,6 +329,11 @@ def test_malformed_messages_rejected(keys, other_keys):
             vector_from_json(bad)
     with pytest.raises(MalformedMessageError):
         vector_from_bytes(v.to_bytes(include_key=False))  # names its key by fingerprint only
+    # without the per-message group check, the bad factor survives into any sum
+    lax = vector_from_bytes(not_in_group, check_group=False)
+    with pytest.raises(MalformedMessageError):
+        check_group_membership(pk, EncryptedVector.sum([v, lax, v]).ciphertexts)
+    check_group_membership(pk, (v + v).ciphertexts)
     with pytest.raises(KeyMismatchError):
         vector_from_bytes(v.to_bytes(include_key=False), other_keys[0])
 

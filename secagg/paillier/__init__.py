@@ -28,6 +28,7 @@ from .obfuscation import (
 )
 from .packing import PackingLayout, choose_layout
 from .serialization import (
+    check_group_membership,
     private_key_from_bytes,
     private_key_from_json,
     private_key_to_bytes,
@@ -54,6 +55,7 @@ __all__ = [
     "PoolExhaustedError",
     "PrivateKey",
     "PublicKey",
+    "check_group_membership",
     "choose_layout",
     "decrypt_integers",
     "default_obfuscator",

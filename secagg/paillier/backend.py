@@ -5,8 +5,10 @@ holds only the public key. Each round, in this in-process simulation:
 
 1. every included client i encrypts w_i x_i (it knows its own weight, so the weighting
    happens in clear before encryption) and uploads the serialized ciphertexts;
-2. the server parses and checks each upload and multiplies the ciphertexts
-   (homomorphic sum) as they arrive, so memory stays at one aggregate;
+2. the server parses each upload (format, key, sizes, 0 < c < n^2) and multiplies the
+   ciphertexts (homomorphic sum) as they arrive, so memory stays at one aggregate;
+   membership of every ciphertext in Z*_{n^2} is checked once on the aggregate (a
+   factor of n in any upload survives into the product);
 3. the aggregate ciphertext goes back down and the clients decrypt it. Every client
    would do the same decryption, so it runs once and its time is charged to every
    included client's ``client_seconds`` (and its size to ``bytes_down``).
@@ -35,13 +37,13 @@ import time
 import numpy as np
 
 from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
-from ..errors import InvalidInputError
+from ..errors import HeadroomExceededError, InvalidInputError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
-from .packing import choose_layout
-from .parallel import check_workers
-from .serialization import vector_from_bytes
+from .packing import PackingLayout, choose_layout
+from .parallel import check_workers, map_with_key
+from .serialization import check_group_membership, vector_from_bytes
 from .vector import EncryptedVector, PackedEncryptedVector
 
 OBFUSCATIONS = ("crt", "djn")
@@ -64,7 +66,9 @@ class PaillierBackend(AggregationBackend):
         ``"crt"`` (clients hold the private key: exact, fastest) or ``"djn"``
         (public-key short-exponent path; extra assumption, see :mod:`.obfuscation`).
     workers:
-        Processes for bulk encryption and decryption (None: in-process).
+        Processes (None: in-process). Whole client uploads run in parallel worker
+        processes (each client's seconds are measured where it ran), and the
+        aggregate's decryption is split across them.
     """
 
     name = "paillier"
@@ -117,15 +121,25 @@ class PaillierBackend(AggregationBackend):
             self._obfuscator = DJNObfuscator(self.key.public_key)
         return time.perf_counter() - t0
 
-    def _encrypt(self, cid: int, x: np.ndarray, weight: float, info: dict):
+    def _job(self, cid: int, x: np.ndarray, weight: float) -> tuple:
+        """What client ``cid`` needs to build its upload (see :func:`_upload_unpacked`)."""
         if np.any(np.abs(x) > self.clip):
             raise InvalidInputError(
                 f"update of client {cid} has |x| up to {float(np.max(np.abs(x))):.6g}, above clip={self.clip}"
             )
-        codec = FixedPointCodec.from_bits(self.precision_bits)
-        return EncryptedVector.encrypt(
-            self.key, weight * x, codec=codec, obfuscator=self._obfuscator, workers=self.workers
-        )
+        return (x, weight, FixedPointCodec.from_bits(self.precision_bits).exponent)
+
+    def _uploads(self, vectors, weights, included):
+        """(serialized upload, client seconds, clipped count) per included client, in order.
+
+        With ``workers`` > 1 whole client uploads run in worker processes (clients work in
+        parallel, as in a deployment); each client's seconds are measured where it ran.
+        """
+        jobs = (self._job(cid, vectors[cid], weights[cid]) for cid in included)
+        fn = _upload_packed if isinstance(self, PackedPaillierBackend) else _upload_unpacked
+        if self.workers > 1:
+            return map_with_key(self._obfuscator, fn, jobs, self.workers)
+        return (fn(self.key, self._obfuscator, job) for job in jobs)
 
     def _round_info(self, included, weights) -> dict:
         return {}
@@ -138,16 +152,15 @@ class PaillierBackend(AggregationBackend):
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
                     obfuscation_assumption=self._obfuscator.assumption, clipped=0)
         acc = None
-        for cid in included:
-            t0 = time.perf_counter()
-            enc = self._encrypt(cid, vectors[cid], weights[cid], info)
-            blob = enc.to_bytes(include_key=False)
-            t1 = time.perf_counter()
-            cost.client_seconds[cid] = t1 - t0
+        for cid, (blob, seconds, clipped) in zip(included, self._uploads(vectors, weights, included)):
+            cost.client_seconds[cid] = seconds
             cost.bytes_up[cid] = len(blob)
-            acc = _accumulate(acc, vector_from_bytes(blob, pk))
+            info["clipped"] += clipped
+            t1 = time.perf_counter()
+            acc = _accumulate(acc, vector_from_bytes(blob, pk, check_group=False))
             cost.server_seconds += time.perf_counter() - t1
         t0 = time.perf_counter()
+        check_group_membership(pk, acc.ciphertexts)  # covers every upload (see its docstring)
         down = acc.to_bytes(include_key=False)
         t1 = time.perf_counter()
         cost.server_seconds += t1 - t0
@@ -201,18 +214,39 @@ class PackedPaillierBackend(PaillierBackend):
         )
         return {"layout": self.layout.describe(), "summands_declared": needed}
 
-    def _encrypt(self, cid, x, weight, info):
-        clipped = int(np.count_nonzero(np.abs(x) > self.clip))
-        info["clipped"] += clipped
-        y = weight * np.clip(x, -self.clip, self.clip)
-        c = _summands(weight)
-        return PackedEncryptedVector.encrypt(
-            self.key, y, self.layout, summands=c, obfuscator=self._obfuscator, workers=self.workers
-        )
+    def _job(self, cid, x, weight):
+        lay = self.layout
+        if _summands(weight) > lay.max_summands:
+            raise HeadroomExceededError(
+                f"client {cid} has weight {weight}, i.e. {_summands(weight)} summands, above "
+                f"max_summands={lay.max_summands}"
+            )
+        return (x, weight, (lay.clip, lay.precision_bits, lay.max_summands, lay.key_bits))
 
 
 def _summands(weight: float) -> int:
     return max(1, math.ceil(weight))
+
+
+def _upload_unpacked(key, obfuscator, job) -> tuple[bytes, float, int]:
+    """One client: encrypt w x (fixed point) and serialize; returns (blob, seconds, 0)."""
+    t0 = time.perf_counter()
+    x, weight, exponent = job
+    enc = EncryptedVector.encrypt(key, weight * x, codec=FixedPointCodec(exponent), obfuscator=obfuscator)
+    blob = enc.to_bytes(include_key=False)
+    return blob, time.perf_counter() - t0, 0
+
+
+def _upload_packed(key, obfuscator, job) -> tuple[bytes, float, int]:
+    """One client: clip, weight, quantize, pack, encrypt and serialize; (blob, seconds, clipped)."""
+    t0 = time.perf_counter()
+    x, weight, layout_params = job
+    layout = PackingLayout(*layout_params)
+    clipped = int(np.count_nonzero(np.abs(x) > layout.clip))
+    y = weight * np.clip(x, -layout.clip, layout.clip)
+    enc = PackedEncryptedVector.encrypt(key, y, layout, summands=_summands(weight), obfuscator=obfuscator)
+    blob = enc.to_bytes(include_key=False)
+    return blob, time.perf_counter() - t0, clipped
 
 
 register_backend("paillier", PaillierBackend)

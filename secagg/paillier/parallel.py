@@ -84,6 +84,31 @@ def _task_decrypt(cs: list[int]) -> list[int]:
     return [int(decrypt(sk, mpz(c))) for c in cs]
 
 
+def _task_call(args):
+    fn, job = args
+    key = _STATE["sk"] if _STATE["sk"] is not None else _STATE["pk"]
+    return fn(key, _STATE["obf"], job)
+
+
+def map_with_key(source: Obfuscator, fn, jobs, workers: int):
+    """Yield fn(key, obfuscator, job) for each job, computed in ``workers`` processes, in order.
+
+    ``fn`` must be a module-level function; the worker's key is the private key for a
+    CRT source, else the public key. At most 2 x workers jobs are in flight, so inputs
+    and results stay bounded.
+    """
+    nums = _key_numbers(source)
+    private = nums[1:] if len(nums) > 1 else None
+    ex = _executor(nums[:1], source.spec(), private, workers)
+    pending = []
+    for job in jobs:
+        pending.append(ex.submit(_task_call, (fn, job)))
+        if len(pending) >= 2 * workers:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
 def parallel_encrypt(source: Obfuscator, plaintexts: list[int], workers: int) -> list[mpz]:
     """(1 + m n) R mod n^2 for each m, obfuscators drawn inside ``workers`` processes."""
     nums = _key_numbers(source)

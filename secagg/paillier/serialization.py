@@ -175,26 +175,34 @@ def ciphertexts_to_bytes(pk: PublicKey, cts: list[mpz]) -> bytes:
     return b"".join(int(c).to_bytes(width, "big") for c in cts)
 
 
-def ciphertexts_from_bytes(pk: PublicKey, raw: bytes, count: int) -> list[mpz]:
-    """Parse ``count`` fixed-width ciphertexts and check each lies in Z*_{n^2}.
-
-    Range is checked per value; coprimality to n for all values at once: gcd(prod c mod
-    n, n) = 1 iff every c is coprime to n (p or q divides the product iff it divides a
-    factor).
-    """
+def ciphertexts_from_bytes(pk: PublicKey, raw: bytes, count: int, *, check_group: bool = True) -> list[mpz]:
+    """Parse ``count`` fixed-width ciphertexts, check 0 < c < n^2 and (by default) c in Z*_{n^2}."""
     width = pk.ciphertext_bytes
     if len(raw) != width * count:
         raise MalformedMessageError(f"expected {count} ciphertexts of {width} bytes, got {len(raw)} bytes")
-    n, n2 = pk.n, pk.nsquare
+    n2 = pk.nsquare
     cts = [mpz(int.from_bytes(raw[i:i + width], "big")) for i in range(0, len(raw), width)]
-    acc = mpz(1)
     for c in cts:
         if not 0 < c < n2:
             raise MalformedMessageError("ciphertext out of range [1, n^2)")
+    if check_group:
+        check_group_membership(pk, cts)
+    return cts
+
+
+def check_group_membership(pk: PublicKey, cts: list[mpz]) -> None:
+    """Raise unless every c is coprime to n, with one gcd for the whole list.
+
+    gcd(prod c mod n, n) = 1 iff every c is coprime to n (p or q divides the product
+    iff it divides a factor). A homomorphic sum inherits any bad factor, so a server
+    may also check only the aggregate.
+    """
+    n = pk.n
+    acc = mpz(1)
+    for c in cts:
         acc = acc * c % n
     if gmpy2.gcd(acc, n) != 1:
         raise MalformedMessageError("a ciphertext is not in Z*_{n^2} (shares a factor with n)")
-    return cts
 
 
 def _key_ref(pk: PublicKey, include_key: bool) -> bytes:
@@ -233,19 +241,23 @@ def vector_to_bytes(v: EncryptedVector | PackedEncryptedVector, *, include_key: 
 
 
 @_guard
-def vector_from_bytes(data: bytes, public_key: PublicKey | None = None):
-    """Load an EncryptedVector or PackedEncryptedVector; ``public_key`` is checked if given."""
+def vector_from_bytes(data: bytes, public_key: PublicKey | None = None, *, check_group: bool = True):
+    """Load an EncryptedVector or PackedEncryptedVector; ``public_key`` is checked if given.
+
+    ``check_group=False`` skips the Z*_{n^2} membership test (range is still checked);
+    the caller must then run :func:`check_group_membership` on the result or its sum.
+    """
     r = _Reader(data)
     kind = _header(r, (KIND_VECTOR, KIND_PACKED))
     pk = _read_key_ref(r, public_key)
     if kind == KIND_VECTOR:
         exponent, length = r.unpack(">hI")
         bound = r.big()
-        cts = ciphertexts_from_bytes(pk, r.data[r.pos:], length)
+        cts = ciphertexts_from_bytes(pk, r.data[r.pos:], length, check_group=check_group)
         return EncryptedVector(pk, cts, exponent, int(bound))
     clip, bits, max_summands, length, summands = r.unpack(">dBIII")
     layout = PackingLayout(clip, bits, max_summands, pk.bits)
-    cts = ciphertexts_from_bytes(pk, r.data[r.pos:], layout.ciphertexts_for(length))
+    cts = ciphertexts_from_bytes(pk, r.data[r.pos:], layout.ciphertexts_for(length), check_group=check_group)
     return PackedEncryptedVector(pk, cts, layout, length, summands)
 
 
