@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..data import load_split
 from ..errors import ConfigError
+from ..masked import add_mask_arguments, run_masked
 from ..trainer import FedMFTrainer, train_centralized
 from .options import add_training_arguments, backend_options, model_config
 
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON summary here")
+    add_mask_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         backend = make_backend(args.backend, **backend_options(args.backend_option))
     except (SecaggError, TypeError) as exc:
         raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
+    if args.mask == "personalized":
+        return run_masked(args, split, backend, config)
     trainer = FedMFTrainer(split, backend, config=config, mode=args.mode, seed=args.seed)
     print(f"{split.name}: {split.train.n_users} users, {split.train.n_items} items, "
           f"{len(split.train)} train / {len(split.test)} test ratings; backend {backend.name}, "
