@@ -1,0 +1,594 @@
+"""FedMF on personally masked targets (our reading of FedMMF, Yang et al. 2022 [R]).
+
+Each user fits a local model on its own training ratings only
+(:mod:`secagg.personal_mask`); the mask of rating (i, j) is that model's prediction
+m_ij. FedMF then runs unchanged on the masked targets r~_ij = r_ij - m_ij (the public
+statistics mu and n_j of its setup aggregation are computed from them), and the device
+predicts  r^_ij = m_ij + mu + <u'_i, v'_j>, clipped to 1..5. The mask never leaves the
+device. This is our reconstruction from the paper's abstract, not the paper's text.
+
+Leakage, measured not claimed. A server holding plaintext uploads runs the
+gradient-leakage attack (:mod:`attacks.gradient_leakage`); on masked uploads it
+recovers r~ = r - m at best. Its estimate of the true ratings r is then the best of
+these public-knowledge de-masking estimators (:func:`demask`):
+
+* ``recovered``: r~ itself (a server unaware of the mask);
+* ``public_mean``: r~ + mu_pub (the mask is centred on the user's mean; mu_pub is the
+  public global mean rating);
+* ``integer_snap``: r~ + c with the shift c that makes r~ + c most likely under the
+  public rating histogram on the integer scale (maximum likelihood over a grid): it
+  undoes any constant per-user mask, using only that ratings are integers.
+
+The no-knowledge guess is mu_pub for every rating. :func:`leakage` scores an estimate by
+the fraction of ratings it recovers exactly (``exact_fraction``, after rounding and
+clipping to the scale) and by RMSE, against the guess. :class:`RatingAuditor` is the
+self-audit behind :class:`secagg.adaptive.SelfAuditPolicy`: before an upload leaves in
+clear, the user runs the attack on it and on its previous plaintext upload (the pair the
+server would hold) and returns the best estimator's advantage over the guess; with no
+previous plaintext upload the two-round attack cannot run yet, and the user scores its
+own masked targets r~ (what the attack recovers once a second plaintext round follows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from secagg import make_backend
+from secagg.adaptive import AdaptiveBackend, CountPolicy, Decision, FixedPolicy, SelfAuditPolicy
+from secagg.personal_mask import (
+    BiasModel,
+    LocalMFModel,
+    LocalModel,
+    PersonalMask,
+    RidgeModel,
+    fit_personal_mask,
+)
+
+from .data import Split, locate
+from .errors import ConfigError
+from .trainer import FedMFTrainer
+
+MASK_MODELS = ("ridge", "bias", "mf")
+RATING_SCALE = (1, 5)
+
+
+def item_genres(dataset: str, split: Split) -> np.ndarray:
+    """Public item features: the MovieLens genre flags, one row per item of ``split``."""
+    if dataset == "ml-100k":
+        lines = (locate("ml-100k") / "u.item").read_text(encoding="latin-1").splitlines()
+        table = {int(f[0]): [float(v) for v in f[5:24]] for f in (ln.split("|") for ln in lines if ln)}
+    elif dataset == "ml-1m":
+        lines = (locate("ml-1m") / "movies.dat").read_text(encoding="latin-1").splitlines()
+        rows = [ln.split("::") for ln in lines if ln]
+        names = sorted({g for r in rows for g in r[2].split("|")})
+        table = {int(r[0]): [float(g in r[2].split("|")) for g in names] for r in rows}
+    else:
+        raise ConfigError(f"no public item features for dataset {dataset!r}: use --mask-model bias or mf")
+    return np.array([table[int(i)] for i in split.train.item_ids])
+
+
+def local_model(kind: str, dataset: str, split: Split, *, alpha: float = 30.0) -> LocalModel:
+    """The local model every user fits for its mask.
+
+    ``ridge``: user mean + ridge regression (``alpha``) on the public genre flags;
+    ``bias``: the user's mean rating; ``mf``: a small local MF with private item factors
+    (one user's data: it mostly memorises, so the residual carries little signal).
+    """
+    if kind == "ridge":
+        return RidgeModel(item_genres(dataset, split), alpha=alpha)
+    if kind == "bias":
+        return BiasModel()
+    if kind == "mf":
+        return _PerUserMF(LocalMFModel())
+    raise ConfigError(f"unknown mask model {kind!r}; choose one of {MASK_MODELS}")
+
+
+@dataclass(frozen=True)
+class _PerUserMF:
+    """A :class:`LocalMFModel` keyed by item only (the participant is one user: row 0)."""
+
+    model: LocalMFModel
+
+    def fit(self, x, y):
+        predict = self.model.fit(np.column_stack([np.zeros_like(x), x]), y)
+        return lambda items: predict(np.column_stack([np.zeros_like(items), items]))
+
+
+@dataclass
+class MaskedSplit:
+    """A split whose training ratings are the masked targets r - m, and the masks.
+
+    ``test_offset[k]`` is the mask of test rating k (added to the federated prediction).
+    Users without training ratings have no local model; their offset is the public
+    midpoint of the rating scale.
+    """
+
+    split: Split
+    masks: dict[int, PersonalMask]
+    train_mask: np.ndarray
+    test_offset: np.ndarray
+
+    @property
+    def fitted_counts(self) -> dict[int, int]:
+        return {u: m.n_fitted for u, m in self.masks.items()}
+
+
+def mask_split(split: Split, model: LocalModel) -> MaskedSplit:
+    """Fit every user's mask on its own training ratings and mask the training targets."""
+    train, test = split.train, split.test
+    train_rows, test_rows = train.rows_by_user(), test.rows_by_user()
+    train_mask = np.zeros(len(train))
+    test_offset = np.full(len(test), float(sum(RATING_SCALE)) / 2)
+    masks = {}
+    for u in range(train.n_users):
+        rows = train_rows[u]
+        if rows.size == 0:
+            continue
+        mask = fit_personal_mask(model, train.items[rows], train.ratings[rows])
+        masks[u] = mask
+        train_mask[rows] = mask.values(train.items[rows])
+        test_offset[test_rows[u]] = mask.values(test.items[test_rows[u]])
+    masked_train = replace(train, ratings=train.ratings - train_mask, name=f"{train.name} masked")
+    return MaskedSplit(Split(masked_train, test, split.validation, f"{split.name} masked"),
+                       masks, train_mask, test_offset)
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+@dataclass(frozen=True)
+class PublicPrior:
+    """What any server knows about ratings: the global mean and the rating histogram."""
+
+    mean: float
+    histogram: np.ndarray  # P(r = k) for k = 1..5
+
+    @classmethod
+    def from_ratings(cls, ratings: np.ndarray) -> PublicPrior:
+        levels = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1)
+        hist = np.array([(np.rint(ratings) == k).mean() for k in levels])
+        return cls(float(ratings.mean()), hist / hist.sum())
+
+
+def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2) -> dict[str, np.ndarray]:
+    """The server's public-knowledge estimates of r from recovered masked targets r~."""
+    levels = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1, dtype=np.float64)
+    centre = prior.mean - recovered.mean()
+    shifts = centre + np.arange(-250, 251) * 0.01
+    x = recovered[None, :, None] + shifts[:, None, None] - levels[None, None, :]
+    like = np.log(np.exp(-0.5 * (x / sigma) ** 2) @ prior.histogram + 1e-300).sum(axis=1)
+    return {
+        "recovered": recovered,
+        "public_mean": recovered + prior.mean,
+        "integer_snap": recovered + shifts[int(np.argmax(like))],
+    }
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """How well the server's best estimate recovers one user's true ratings, vs the guess."""
+
+    n: int
+    exact_fraction: float
+    rmse: float
+    guess_exact_fraction: float
+    guess_rmse: float
+    estimator: str
+
+    def advantage(self, metric: str = "exact") -> float:
+        """Attack minus guess: exact fractions, or guess RMSE minus attack RMSE."""
+        if metric == "exact":
+            return self.exact_fraction - self.guess_exact_fraction
+        return self.guess_rmse - self.rmse
+
+
+def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior, metric: str = "exact") -> Leakage:
+    """Score the best de-masking estimator (by ``metric``, judged with the truth: an
+    upper bound on a server that must pick one without it)."""
+    lo, hi = RATING_SCALE
+    guess = np.full(true.shape, prior.mean)
+
+    def score(est):
+        rounded = np.clip(np.rint(est), lo, hi)
+        return float(np.mean(rounded == true)), float(np.sqrt(np.mean((np.clip(est, lo, hi) - true) ** 2)))
+
+    g_exact, g_rmse = score(guess)
+    best = None
+    for name, est in demask(recovered, prior).items():
+        exact, err = score(est)
+        key = exact if metric == "exact" else -err
+        if best is None or key > best[0]:
+            best = (key, Leakage(true.size, exact, err, g_exact, g_rmse, name))
+    return best[1]
+
+
+@dataclass
+class _PlainUpload:
+    round: int
+    V: np.ndarray
+    rows: np.ndarray  # (n_items, row_length), model units
+
+
+class RatingAuditor:
+    """The participant-side self-audit (see the module docstring); device data only.
+
+    ``trainer`` gives the item matrix the user downloaded this round (read during the
+    round, before the server's update) and the public hyperparameters.
+    """
+
+    def __init__(self, trainer, masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior,
+                 metric: str = "exact") -> None:
+        if metric not in ("exact", "rmse"):
+            raise ConfigError(f"audit metric must be 'exact' or 'rmse', got {metric!r}")
+        self.trainer, self.prior, self.metric = trainer, prior, metric
+        train = masked.split.train
+        self.rows = train.rows_by_user()
+        self.items = train.items
+        self.true = true_train
+        self.masked_targets = train.ratings
+        self.last_clear: dict[int, _PlainUpload] = {}
+        self._cache: dict[int, tuple[np.ndarray, float]] = {}
+        self.attacks_run = 0
+
+    def _upload(self, vector: np.ndarray) -> np.ndarray | None:
+        width = self.trainer.config.row_length
+        if vector.size != self.trainer.n_items * width:
+            return None
+        return vector.reshape(-1, width) * self.trainer.upload_scale
+
+    def advantage(self, cid: int, round: int, vector: np.ndarray) -> float:
+        rows = self._upload(vector)
+        if rows is None:
+            return float("inf")  # not a model upload (e.g. the setup round): encrypt
+        user_rows = self.rows[cid]
+        recovered = self.masked_targets[user_rows]
+        prev = self.last_clear.get(cid)
+        if prev is not None and prev.round == round - 1:
+            recovered = self._attack(cid, prev, _PlainUpload(round, self.trainer.V, rows))
+            if recovered is None:
+                return float("inf")
+        return self._score(cid, recovered)
+
+    def _score(self, cid: int, recovered: np.ndarray) -> float:
+        """Advantage of the best estimator; reused while the recovered targets are unchanged
+        (the masked targets are fixed, so the attack recovers the same r~ every round)."""
+        cached = self._cache.get(cid)
+        if cached is not None and np.allclose(cached[0], recovered, rtol=0, atol=1e-9):
+            return cached[1]
+        adv = leakage(self.true[self.rows[cid]], recovered, self.prior, self.metric).advantage(self.metric)
+        self._cache[cid] = (recovered.copy(), adv)
+        return adv
+
+    def _attack(self, cid: int, prev: _PlainUpload, cur: _PlainUpload) -> np.ndarray | None:
+        from attacks.gradient_leakage import RECOVERED, RoundObservation, attack_user
+        from attacks.observe import public_params
+
+        obs = [RoundObservation(u.rows, u.V, self._support(cid), u.round) for u in (prev, cur)]
+        result = attack_user(obs, public_params(self.trainer))
+        self.attacks_run += 1
+        if result.status != RECOVERED:
+            return None
+        order = np.argsort(np.argsort(self.items[self.rows[cid]]))
+        return result.ratings[order]
+
+    def _support(self, cid: int) -> np.ndarray | None:
+        return self.items[self.rows[cid]] if self.trainer.mode == "part" else None
+
+    def sent_in_clear(self, cid: int, round: int, vector: np.ndarray) -> None:
+        rows = self._upload(vector)
+        if rows is not None:
+            self.last_clear[cid] = _PlainUpload(round, self.trainer.V.copy(), rows.copy())
+
+
+# --------------------------------------------------------------------------- measured attack
+
+
+@dataclass
+class PairRecorder:
+    """Trainer observer keeping, per user, the first two consecutive rounds the server
+    decoded in clear (``view.per_client``; the backend needs ``record_view=True``).
+
+    The masked targets do not change between rounds, so one pair is what the attack needs.
+    """
+
+    trainer: object
+    pairs: dict[int, list[_PlainUpload]] = field(default_factory=dict)
+    _last: dict[int, _PlainUpload] = field(default_factory=dict)
+    clear_users: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._V_before = self.trainer.V.copy()
+
+    def __call__(self, rnd, result, uploads, upload_scale) -> None:
+        width = self.trainer.config.row_length
+        for cid, vec in result.view.per_client.items():
+            self.clear_users.add(cid)
+            if cid in self.pairs:
+                continue
+            up = _PlainUpload(rnd, self._V_before, vec.reshape(-1, width) * upload_scale)
+            prev = self._last.get(cid)
+            if prev is not None and prev.round == rnd - 1:
+                self.pairs[cid] = [prev, up]
+                self._last.pop(cid)
+            else:
+                self._last[cid] = up
+        self._V_before = self.trainer.V.copy()
+
+
+def attack_masked_uploads(trainer, recorder: PairRecorder, true_train: np.ndarray,
+                          prior: PublicPrior) -> dict[str, object]:
+    """Run the gradient-leakage attack on every user the server saw in clear in two
+    consecutive rounds; score its best estimate of the TRUE ratings against the guess.
+
+    Fractions are pooled over ratings (each rating counts once). ``masked_targets_*``
+    scores the attack's raw output against r - m (what it can recover at most).
+    """
+    from attacks.gradient_leakage import RECOVERED, RoundObservation, attack_user
+    from attacks.observe import public_params
+
+    params = public_params(trainer)
+    train = trainer.split.train
+    rows_by_user = train.rows_by_user()
+    n = exact = guess_exact = sq = guess_sq = masked_err = 0.0
+    recovered_users, failed, by_estimator, advantages = 0, 0, {}, []
+    for cid, (a, b) in sorted(recorder.pairs.items()):
+        rows = rows_by_user[cid]
+        support = train.items[rows] if trainer.mode == "part" else None
+        obs = [RoundObservation(u.rows, u.V, support, u.round) for u in (a, b)]
+        result = attack_user(obs, params)
+        if result.status != RECOVERED:
+            failed += 1
+            continue
+        order = np.argsort(np.argsort(train.items[rows]))
+        recovered = result.ratings[order]
+        masked_err += float(np.sum((recovered - train.ratings[rows]) ** 2))
+        score = leakage(true_train[rows], recovered, prior)
+        recovered_users += 1
+        n += score.n
+        exact += score.exact_fraction * score.n
+        guess_exact += score.guess_exact_fraction * score.n
+        sq += score.rmse**2 * score.n
+        guess_sq += score.guess_rmse**2 * score.n
+        by_estimator[score.estimator] = by_estimator.get(score.estimator, 0) + 1
+        advantages.append(score.advantage())
+    users_in_clear = len(recorder.clear_users)
+    return {
+        "users_seen_in_clear": users_in_clear,
+        "users_attacked": len(recorder.pairs),
+        "users_recovered": recovered_users,
+        "users_attack_failed": failed,
+        "users_in_clear_without_consecutive_pair": users_in_clear - len(recorder.pairs),
+        "ratings": int(n),
+        "exact_fraction": exact / n if n else None,
+        "rmse": float(np.sqrt(sq / n)) if n else None,
+        "guess_exact_fraction": guess_exact / n if n else None,
+        "guess_rmse": float(np.sqrt(guess_sq / n)) if n else None,
+        "masked_targets_rmse": float(np.sqrt(masked_err / n)) if n else None,
+        "max_user_advantage": max(advantages) if advantages else None,
+        "best_estimator_counts": by_estimator,
+    }
+
+
+# --------------------------------------------------------------------------- training run
+
+POLICIES = ("none", "count", "audit", "all", "never")
+
+
+@dataclass
+class MaskedRunConfig:
+    """Options of :func:`train_masked` (the ``fedmf train --mask personalized`` flags)."""
+
+    dataset: str
+    mask_model: str = "ridge"
+    mask_alpha: float = 30.0
+    policy: str = "none"
+    min_fitted: int = 100
+    audit_margin: float = 0.05
+    audit_metric: str = "exact"
+    rounds: int = 60
+    mode: str = "full"
+    seed: int = 0
+    compare_plain: bool = True
+    compare_encrypt_all_rounds: int = 0
+
+
+def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=print) -> dict[str, object]:
+    """FedMF on masked targets over ``backend`` (with ``run.policy`` != "none": the
+    encrypting path of an :class:`~secagg.adaptive.AdaptiveBackend`), then the
+    gradient-leakage attack on what the server saw in clear; returns the JSON summary.
+
+    With ``compare_plain``, plain FedMF (unmasked, plain backend, same model and seed)
+    is trained alongside for the accuracy and the attack comparison. With
+    ``compare_encrypt_all_rounds`` > 0 and a policy, the same masked run with every
+    upload encrypted is timed for that many rounds (the cost peer).
+    """
+    if run.policy not in POLICIES:
+        raise ConfigError(f"policy must be one of {POLICIES}, got {run.policy!r}")
+    prior = PublicPrior.from_ratings(split.train.ratings)
+    masked = mask_split(split, local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha))
+    trainer, adaptive, auditor = _masked_trainer(split, masked, backend, config, run, prior, run.policy)
+    recorder, infos = PairRecorder(trainer), []
+    trainer.observer = lambda *a: (recorder(*a), infos.append(a[1].info))
+    for _ in range(run.rounds):
+        log(trainer.run_round().line())
+    summary = trainer.result().summary()
+    summary.pop("history")
+    explained = [m.explained for m in masked.masks.values()]
+    summary.update(
+        mask={"model": run.mask_model, "alpha": run.mask_alpha if run.mask_model == "ridge" else None,
+              "users": len(masked.masks), "mean_explained_variance": float(np.mean(explained)),
+              "mean_fitted": float(np.mean(list(masked.fitted_counts.values())))},
+        policy=run.policy,
+        encrypted_fraction=_encrypted_fraction(trainer.backend, infos),
+        attack=attack_masked_uploads(trainer, recorder, split.train.ratings, prior),
+    )
+    if adaptive is not None:
+        summary.update(_adaptive_summary(run, infos, auditor))
+    if run.compare_plain:
+        summary.update(_plain_reference(split, config, run, prior, log))
+        summary["rmse_difference"] = summary["test_rmse"] - summary["plain_fedmf_test_rmse"]
+    if adaptive is not None and run.compare_encrypt_all_rounds > 0:
+        summary["encrypt_all"] = _encrypt_all_peer(split, masked, adaptive.encrypted, config, run, prior)
+        peer = summary["encrypt_all"]["seconds_per_round"]
+        summary["seconds_per_round_vs_encrypt_all"] = summary["seconds_per_round"] / peer
+    return summary
+
+
+def _masked_trainer(split, masked, backend, config, run, prior, policy):
+    if policy == "none":
+        backend.record_view = True
+        trainer = FedMFTrainer(masked.split, backend, config=config, mode=run.mode, seed=run.seed,
+                               prediction_offset=masked.test_offset)
+        return trainer, None, None
+    if backend.name == "plain":
+        raise ConfigError("--policy needs an encrypting --backend (paillier_packed, secagg, ...) for its encrypted path")
+    auditor = None
+    if policy == "count":
+        rule = CountPolicy(masked.fitted_counts, run.min_fitted)
+    elif policy == "audit":
+        rule = _DeferredAudit()
+    else:
+        rule = FixedPolicy(encrypt=policy == "all")
+    adaptive = AdaptiveBackend(backend, rule, record_view=True)
+    trainer = FedMFTrainer(masked.split, adaptive, config=config, mode=run.mode, seed=run.seed,
+                           prediction_offset=masked.test_offset)
+    if policy == "audit":
+        auditor = RatingAuditor(trainer, masked, split.train.ratings, prior, run.audit_metric)
+        adaptive.policy = rule.bind(auditor, run.audit_margin)
+    return trainer, adaptive, auditor
+
+
+class _DeferredAudit:
+    """Placeholder policy for the trainer's setup round, which runs before the auditor
+    (which needs the trainer) exists: every setup upload is encrypted."""
+
+    def decide(self, cid, round, vector):
+        return Decision(True, float("inf"), "setup before the audit exists")
+
+    def record(self, cid, round, vector, encrypted):
+        pass
+
+    def bind(self, auditor, margin):
+        return SelfAuditPolicy(auditor, margin)
+
+
+def _encrypted_fraction(backend, infos) -> float:
+    """Mean over training rounds of the fraction of uploads that went through encryption."""
+    fractions = [i["encrypted_fraction"] for i in infos if "encrypted_fraction" in i]
+    if fractions:
+        return float(np.mean(fractions))
+    return 0.0 if backend.name == "plain" else 1.0
+
+
+def _adaptive_summary(run, infos, auditor) -> dict[str, object]:
+    per_round = lambda path, key: float(np.mean([i[f"{path}_cost"][key] for i in infos]))
+    out = {
+        "encrypted_path_client_seconds_per_round": per_round("encrypted", "client_seconds"),
+        "encrypted_path_server_seconds_per_round": per_round("encrypted", "server_seconds"),
+        "plain_path_client_seconds_per_round": per_round("plain", "client_seconds"),
+        "bytes_up_per_round": per_round("encrypted", "bytes_up") + per_round("plain", "bytes_up"),
+        "promoted_per_round": float(np.mean([len(i["promoted"]) for i in infos])),
+        "encrypted_fraction_per_round": [i["encrypted_fraction"] for i in infos],
+    }
+    if run.policy == "count":
+        out["min_fitted"] = run.min_fitted
+    if auditor is not None:
+        out.update(audit_margin=run.audit_margin, audit_metric=run.audit_metric,
+                   audit_attacks_run=auditor.attacks_run)
+    return out
+
+
+def _plain_reference(split, config, run, prior, log) -> dict[str, object]:
+    """Plain FedMF (no mask, plain backend, same model and seed) and the attack on it."""
+    trainer = FedMFTrainer(split, make_backend("plain", record_view=True), config=config,
+                           mode=run.mode, seed=run.seed)
+    recorder = PairRecorder(trainer)
+    trainer.observer = recorder
+    for _ in range(run.rounds):
+        trainer.run_round()
+    rmse_ = trainer.history[-1].test_rmse
+    log(f"plain FedMF (no mask, plain backend): rmse {rmse_:.4f}")
+    return {"plain_fedmf_test_rmse": rmse_,
+            "plain_fedmf_attack": attack_masked_uploads(trainer, recorder, split.train.ratings, prior)}
+
+
+def _encrypt_all_peer(split, masked, encrypted_backend, config, run, prior) -> dict[str, object]:
+    """The cost peer: the same masked run with every upload through the encrypting backend."""
+    trainer, adaptive, _ = _masked_trainer(split, masked, encrypted_backend, config, run, prior, "all")
+    for _ in range(run.compare_encrypt_all_rounds):
+        trainer.run_round()
+    h = trainer.history
+    return {"rounds": len(h),
+            "seconds_per_round": float(np.mean([r.seconds for r in h])),
+            "client_seconds_per_round": float(np.mean([r.client_seconds for r in h])),
+            "server_seconds_per_round": float(np.mean([r.server_seconds for r in h])),
+            "bytes_up_per_client": float(np.mean([r.bytes_up_per_client for r in h])),
+            "test_rmse": h[-1].test_rmse}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_mask_arguments(parser) -> None:
+    """The ``--mask personalized`` and ``--policy`` flags of ``fedmf train``."""
+    group = parser.add_argument_group("personalized masks (FedMMF, our reconstruction)")
+    group.add_argument("--mask", choices=("none", "personalized"), default="none",
+                       help="personalized: train on targets masked by a local model, predict with it added back")
+    group.add_argument("--mask-model", choices=MASK_MODELS, default="ridge",
+                       help="local model: ridge on public genres (MovieLens), the user's mean, or a local MF")
+    group.add_argument("--mask-alpha", type=float, default=30.0, help="ridge strength of --mask-model ridge")
+    group.add_argument("--policy", choices=POLICIES, default="none",
+                       help="adaptive protocol: per user and round, plaintext or --backend (encrypting); "
+                            "count: encrypt masks fitted on < --min-fitted ratings; audit: self-audit with "
+                            "the gradient-leakage attack; all / never: encrypt every / no upload")
+    group.add_argument("--min-fitted", type=int, default=100, help="count policy threshold")
+    group.add_argument("--audit-margin", type=float, default=0.05,
+                       help="audit policy: encrypt when the attack beats the no-knowledge guess by more")
+    group.add_argument("--audit-metric", choices=("exact", "rmse"), default="exact",
+                       help="audit advantage: exact-rating fraction, or RMSE (rating units)")
+    group.add_argument("--compare-encrypt-all", type=int, default=0, metavar="ROUNDS",
+                       help="also time ROUNDS rounds with every upload encrypted (the cost peer)")
+    group.add_argument("--no-plain-reference", action="store_true",
+                       help="skip the plain FedMF reference run (accuracy and attack comparison)")
+
+
+def run_masked(args, split: Split, backend, config) -> int:
+    """``fedmf train --mask personalized``: print the comparison, write the JSON summary."""
+    import json
+
+    if args.policy != "none" and args.mask != "personalized":
+        raise ConfigError("--policy needs --mask personalized")
+    run = MaskedRunConfig(
+        dataset=args.dataset, mask_model=args.mask_model, mask_alpha=args.mask_alpha,
+        policy=args.policy, min_fitted=args.min_fitted, audit_margin=args.audit_margin,
+        audit_metric=args.audit_metric, rounds=args.rounds, mode=args.mode, seed=args.seed,
+        compare_plain=not args.no_plain_reference, compare_encrypt_all_rounds=args.compare_encrypt_all,
+    )
+    print(f"{split.name}: personalized masks ({run.mask_model}), backend {backend.name}, "
+          f"policy {run.policy}, mode {run.mode}")
+    summary = train_masked(split, backend, config, run)
+    summary.update(dataset=args.dataset, split=args.split)
+    attack = summary["attack"]
+    print(f"mask + FedMF: rmse {summary['test_rmse']:.4f}, {summary['seconds_per_round']:.3f} s/round, "
+          f"encrypted fraction {summary['encrypted_fraction']:.3f}")
+    if "plain_fedmf_test_rmse" in summary:
+        print(f"plain FedMF: rmse {summary['plain_fedmf_test_rmse']:.4f} "
+              f"(difference {summary['rmse_difference']:+.4f})")
+    if attack["exact_fraction"] is not None:
+        print(f"attack on {attack['users_recovered']} users in clear: exact {attack['exact_fraction']:.3f} "
+              f"(guess {attack['guess_exact_fraction']:.3f}), rmse {attack['rmse']:.3f} "
+              f"(guess {attack['guess_rmse']:.3f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2, default=_json_default))
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
