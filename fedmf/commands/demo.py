@@ -49,4 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<16}{rmse:>10.4f}{client:>16.4f}{server:>16.4f}{kib:>15.1f}{setup:>9.2f}")
     print(f"\nRMSE difference packed Paillier - plain: {rows[1][1] - rows[0][1]:+.5f} "
           "(fixed-point quantization only)")
+    from attacks.demo import leakage_demo
+
+    print("\n" + leakage_demo(split, seed=args.seed))
     return 0
