@@ -1,5 +1,8 @@
 """Scatter plot of reconstructed vs true ratings, one panel per backend (PNG).
 
+Users the attack could not reconstruct get the no-knowledge guess (global mean), so a
+protected backend shows as a flat line at mu; the panel title says how many.
+
 matplotlib is imported lazily: it is in the ``bench`` extra.
 """
 
@@ -44,10 +47,18 @@ def plot_reconstruction(panels: list[tuple[str, Guesses, dict]], path: Path, *, 
         ax.set_title(f"{title}\nexact {report['exact_fraction']:.3f}, RMSE "
                      f"{report['reconstruction_rmse']:.3f} (baseline "
                      f"{report['baseline']['exact_fraction']:.3f}, "
-                     f"{report['baseline']['reconstruction_rmse']:.3f})", fontsize=9)
+                     f"{report['baseline']['reconstruction_rmse']:.3f})\nusers: "
+                     f"{_statuses(report)}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _statuses(report: dict) -> str:
+    """e.g. "943 recovered" or "943 assumptions_violated (global-mean fallback)"."""
+    parts = [f"{n} {status}" for status, n in report["status_counts"].items()]
+    fallback = any(status != "recovered" for status in report["status_counts"])
+    return ", ".join(parts) + (" (global-mean fallback)" if fallback else "")
