@@ -290,6 +290,8 @@ def test_vector_mixing_keys_or_codecs_rejected(keys, other_keys):
         a + EncryptedVector.encrypt(keys[1], np.ones(4))
     with pytest.raises(InvalidInputError):
         a * 1.5
+    with pytest.raises(InvalidInputError):
+        a + np.ones(4)
 
 
 def test_parallel_workers_match_serial(keys):

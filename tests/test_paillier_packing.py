@@ -165,15 +165,19 @@ def test_packed_serialization_roundtrip_and_tampering(keys):
                  vector_from_bytes(v.to_bytes(include_key=False), pk)):
         assert back.layout == lay and back.summands == 2 and back.length == 50
         assert np.array_equal(back.decrypt_integers(sk), v.decrypt_integers(sk))
-    blob = bytearray(v.to_bytes(include_key=False))
-    head = 4 + 1 + 1 + 32  # magic, kind, key flag, fingerprint
-    for offset, value in ((head + 9, 0xFF), (head + 16, 0xFF)):  # max_summands, summands fields
-        bad = bytearray(blob)
-        bad[offset] = value
+    blob = bytes(v.to_bytes(include_key=False))
+    head = 4 + 1 + 1 + 32  # magic, kind, key flag, fingerprint; then >dBIII
+    summands_at = head + 8 + 1 + 4 + 4
+
+    def with_summands(k):
+        return blob[:summands_at] + k.to_bytes(4, "big") + blob[summands_at + 4:]
+
+    for bad in (with_summands(0), with_summands(6), blob[:head + 9] + b"\xff" + blob[head + 10:], blob[:-3]):
         with pytest.raises(MalformedMessageError):
-            vector_from_bytes(bytes(bad), pk)
-    with pytest.raises(MalformedMessageError):
-        vector_from_bytes(bytes(blob[:-3]), pk)
+            vector_from_bytes(bad, pk)
+    understated = vector_from_bytes(with_summands(1), pk)  # loads, but the slots disagree
+    with pytest.raises(HeadroomExceededError):
+        understated.decrypt(sk)
 
 
 def test_2048_bit_packed_roundtrip():

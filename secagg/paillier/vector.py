@@ -152,7 +152,10 @@ class EncryptedVector:
             return EncryptedVector(pk, cts, self.exponent, self.bound + other.bound)
         if isinstance(other, PackedEncryptedVector):
             raise InvalidInputError("cannot add a packed vector to an unpacked one")
-        plain = np.broadcast_to(np.asarray(other, dtype=np.float64), (len(self),))
+        try:
+            plain = np.broadcast_to(np.asarray(other, dtype=np.float64), (len(self),))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"cannot add {type(other).__name__} to an encrypted vector: {exc}") from None
         ints = self.codec.encode(np.ascontiguousarray(plain), int(pk.max_int))
         bound = self.bound + max((abs(v) for v in ints), default=0)
         cts = [scheme.add_plain(pk, c, m) for c, m in zip(self.ciphertexts, ints)]
