@@ -21,6 +21,7 @@ One state per round, as in Google fcp ``secagg_client_r*``:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,14 +42,15 @@ class ClientContext:
     pki: dict[int, bytes] | None = None  #: client id -> Ed25519 public key
     input: np.ndarray | None = None
     config: m.RoundConfig | None = None
+    config_bytes: bytes = b""
     digest: bytes = b""
     c_sk: object = None  #: X25519PrivateKey for share encryption
     c_pk: bytes = b""
     s_sk: object = None  #: X25519PrivateKey for pairwise masks
     s_pk: bytes = b""
     session: bytes = b""
-    keys: dict[int, m.AdvertiseKeys] = field(default_factory=dict)
-    index: dict[int, int] = field(default_factory=dict)  #: client id -> Shamir x (1-based)
+    keys: dict[int, m.AdvertiseKeys] = field(default_factory=dict)  #: the neighbours' keys
+    known: set[int] = field(default_factory=set)  #: U1
     neighbours: list[int] = field(default_factory=list)
     enc_keys: dict[int, bytes] = field(default_factory=dict)
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  #: peer -> (b share, s share)
@@ -80,7 +82,8 @@ class ClientAdvertiseKeys(ClientState):
     def handle(self, ctx, data):
         cfg = m.RoundConfig.from_bytes(data)
         _check_config(cfg, ctx)
-        ctx.config, ctx.digest = cfg, cfg.digest()
+        ctx.config, ctx.config_bytes = cfg, bytes(data)
+        ctx.digest = hashlib.sha256(ctx.config_bytes).digest()
         ctx.c_sk, ctx.c_pk = pr.x25519_keypair()
         ctx.s_sk, ctx.s_pk = pr.x25519_keypair()
         msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk)
@@ -123,31 +126,30 @@ class ClientShareKeys(ClientState):
         cfg = ctx.config
         if kl.config_digest != ctx.digest:
             raise ProtocolError(f"client {ctx.client_id}: KeyList is for another round config")
-        ids = [e.sender for e in kl.entries]
+        ids = kl.ids.tolist()
         unknown = set(ids) - set(cfg.clients)
         if unknown:
             raise ProtocolError(f"KeyList names unknown client ids {sorted(unknown)}")
-        ctx.keys = {e.sender: e for e in kl.entries}
-        own = ctx.keys.get(ctx.client_id)
+        own = kl.entry(ctx.client_id)
         if own is None or own.c_pk != ctx.c_pk or own.s_pk != ctx.s_pk:
             raise ProtocolError(f"client {ctx.client_id}: own public keys missing or altered in KeyList")
-        all_keys = [e.c_pk for e in kl.entries] + [e.s_pk for e in kl.entries]
-        if len(set(all_keys)) != len(all_keys):
+        if not kl.keys_unique():
             raise ProtocolError("KeyList: two advertised public keys are identical")
-        if cfg.active:
-            for e in kl.entries:
+        ctx.session = pr.session_id(ctx.config_bytes, kl.key_bytes())
+        ctx.known = set(ids)
+        ctx.neighbours = neighbours_of(ctx.session, ids, cfg.k, ctx.client_id)
+        ctx.keys = {v: kl.entry(v) for v in ctx.neighbours}
+        if cfg.active:  # the keys this client will use must be signed by their owners
+            for e in ctx.keys.values():
                 pub = ctx.pki.get(e.sender)
                 if pub is None or not pr.ed25519_verify(pub, e.signature, e.signed_bytes()):
                     raise ProtocolError(f"KeyList: bad or missing signature of client {e.sender}")
-        ctx.session = pr.session_id(cfg.to_bytes(), kl.key_bytes())
-        ctx.index = {c: i + 1 for i, c in enumerate(ids)}
-        ctx.neighbours = neighbours_of(ctx.session, ids, cfg.k, ctx.client_id)
         if len(ctx.neighbours) < cfg.t:
             raise RoundAbortedError(
                 f"client {ctx.client_id}: {len(ctx.neighbours)} neighbours, fewer than t={cfg.t}"
             )
         ctx.b_seed = pr.random_seed()
-        xs = [ctx.index[v] for v in ctx.neighbours]
+        xs = (np.searchsorted(kl.ids, ctx.neighbours) + 1).tolist()  # Shamir x = rank in U1
         shares = shamir.share([ctx.b_seed, pr.x25519_raw(ctx.s_sk)], xs, cfg.t)
         half = shamir.LIMBS_PER_SECRET
         items = []
@@ -225,7 +227,7 @@ class ClientMaskedInput(ClientState):
 
 
 def _check_survivors(ctx: ClientContext, survivors: list[int]) -> None:
-    unknown = set(survivors) - set(ctx.keys)
+    unknown = set(survivors) - ctx.known
     if unknown:
         raise ProtocolError(f"survivor list names unknown client ids {sorted(unknown)}")
     if len(survivors) < ctx.config.t:

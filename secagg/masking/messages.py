@@ -25,6 +25,8 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import MalformedMessageError
 from .primitives import KEY_BYTES, SIG_BYTES
 from .shamir import SHARE_BYTES
@@ -225,30 +227,63 @@ class AdvertiseKeys:
 
 
 # --------------------------------------------------------------------------- round 1
-@dataclass(frozen=True)
 class KeyList:
     """Server -> clients: every advertised key (U1), sorted by id; the same bytes for all.
 
     Entries have a fixed size (id || c_pk || s_pk || signature of ``sig_len`` bytes,
-    0 or 64), so a list of thousands of keys parses in one pass.
+    0 or 64) and stay in one byte string: a client parses only the entries it uses
+    (its neighbours), so reading a list of n keys costs O(n) bytes, not O(n) objects.
     """
 
-    config_digest: bytes
-    entries: list[AdvertiseKeys]
+    def __init__(self, config_digest: bytes, entries: list[AdvertiseKeys] | None = None, *,
+                 raw: bytes | None = None, sig_len: int = 0) -> None:
+        self.config_digest = config_digest
+        if entries is not None:
+            lens = {len(e.signature) for e in entries}
+            if len(lens) > 1:
+                raise MalformedMessageError("KeyList: entries mix signed and unsigned keys")
+            sig_len = lens.pop() if lens else 0
+            raw = b"".join(struct.pack(">I", e.sender) + e.c_pk + e.s_pk + e.signature for e in entries)
+        self.sig_len = sig_len
+        self.size = 4 + 2 * KEY_BYTES + sig_len
+        self.raw = raw
+        table = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.size)
+        self.ids = table[:, :4].copy().view(">u4").ravel().astype(np.int64)
+        self._table = table
 
-    def _sig_len(self) -> int:
-        lens = {len(e.signature) for e in self.entries}
-        if len(lens) > 1:
-            raise MalformedMessageError("KeyList: entries mix signed and unsigned keys")
-        return lens.pop() if lens else 0
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, KeyList) and other.config_digest == self.config_digest
+                and other.raw == self.raw)
+
+    def __len__(self) -> int:
+        return self.ids.size
 
     def key_bytes(self) -> bytes:
-        return b"".join(struct.pack(">I", e.sender) + e.c_pk + e.s_pk + e.signature
-                        for e in self.entries)
+        """The entries as hashed into the session id."""
+        return self.raw
+
+    def entry(self, client: int) -> AdvertiseKeys | None:
+        """The keys advertised by ``client`` (None if absent)."""
+        i = int(np.searchsorted(self.ids, client))
+        if i >= self.ids.size or self.ids[i] != client:
+            return None
+        o = i * self.size
+        k1, k2 = o + 4 + KEY_BYTES, o + 4 + 2 * KEY_BYTES
+        return AdvertiseKeys(self.config_digest, client, self.raw[o + 4:k1], self.raw[k1:k2],
+                             self.raw[k2:o + self.size])
+
+    @property
+    def entries(self) -> list[AdvertiseKeys]:
+        return [self.entry(int(c)) for c in self.ids]
+
+    def keys_unique(self) -> bool:
+        """True when all 2n advertised public keys are distinct."""
+        keys = np.concatenate([self._table[:, 4:4 + KEY_BYTES], self._table[:, 4 + KEY_BYTES:4 + 2 * KEY_BYTES]])
+        return np.unique(np.ascontiguousarray(keys).view(f"V{KEY_BYTES}")).size == keys.shape[0]
 
     def to_bytes(self) -> bytes:
         return (_header(T_KEYLIST) + self.config_digest
-                + struct.pack(">BI", self._sig_len(), len(self.entries)) + self.key_bytes())
+                + struct.pack(">BI", self.sig_len, len(self)) + self.raw)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyList:
@@ -261,13 +296,10 @@ class KeyList:
         n = r.count("entries", size)
         raw = r.take(n * size, "entries")
         r.done()
-        senders = struct.unpack(f">{n}I", b"".join(raw[i:i + 4] for i in range(0, n * size, size)))
-        if any(a >= b for a, b in zip(senders, senders[1:])):
+        out = cls(digest, raw=raw, sig_len=sig_len)
+        if np.any(np.diff(out.ids) <= 0):
             raise MalformedMessageError("KeyList: entries must be sorted by distinct client id")
-        k1, k2 = 4 + KEY_BYTES, 4 + 2 * KEY_BYTES
-        entries = [AdvertiseKeys(digest, c, raw[o + 4:o + k1], raw[o + k1:o + k2], raw[o + k2:o + size])
-                   for c, o in zip(senders, range(0, n * size, size))]
-        return cls(digest, entries)
+        return out
 
 
 @dataclass(frozen=True)
