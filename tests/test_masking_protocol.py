@@ -10,7 +10,7 @@ from secagg.errors import (InvalidInputError, MalformedMessageError, ProtocolErr
 from secagg.masking import SecAggClient, SecAggServer, make_config, run_round
 from secagg.masking import messages as m
 from secagg.masking import primitives as pr
-from secagg.masking.driver import STAGES
+from secagg.masking.driver import STAGES, _Pool
 
 L = 24
 
@@ -273,3 +273,20 @@ def test_input_checks():
     c = SecAggClient(1)
     with pytest.raises(InvalidInputError):
         c.handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", L, 1 << 8, 1, 2).to_bytes())  # t > k
+
+
+def test_worker_processes_give_the_same_exact_sum_and_propagate_errors():
+    clients = list(range(12))
+    modulus = 1 << 28
+    inputs = _inputs(clients, modulus, seed=5)
+    config = make_config(clients, L, modulus, k=11, t=5)
+    res = run_round(inputs, config, dropouts={"masked_input": {4}}, workers=2)
+    assert res.included == [c for c in clients if c != 4]
+    assert all(res.client_seconds[c] > 0 for c in res.included)
+    _assert_exact(res, inputs, modulus)
+    pool = _Pool({c: SecAggClient(c) for c in clients}, 2)
+    try:
+        with pytest.raises(MalformedMessageError, match="bad magic"):
+            pool.handle({3: b"garbage"})
+    finally:
+        pool.close()

@@ -59,6 +59,9 @@ class MaskingBackend(AggregationBackend):
         Stage at which ``dropped`` clients go offline (see the module docstring).
     active:
         Run the active-adversary variant (Ed25519-signed keys, ConsistencyCheck).
+    workers:
+        Simulate the clients in this many forked processes (the server stays in the
+        calling process); 1 runs everything in-process.
     """
 
     name = "secagg"
@@ -67,7 +70,8 @@ class MaskingBackend(AggregationBackend):
                  dropout_rate: float = 0.1, corrupt_rate: float = 0.05,
                  security_bits: float = 40.0, correctness_bits: float = 20.0,
                  k: int | None = None, t: int | None = None, drop_stage: str = "masked_input",
-                 active: bool = False, min_inputs: int = 2, record_view: bool = False) -> None:
+                 active: bool = False, workers: int = 1, min_inputs: int = 2,
+                 record_view: bool = False) -> None:
         super().__init__(min_inputs=min_inputs, record_view=record_view)
         check_quant_params(clip, bits)
         if graph not in ("complete", "harary"):
@@ -81,6 +85,9 @@ class MaskingBackend(AggregationBackend):
         self.bounds = dict(security_bits=security_bits, correctness_bits=correctness_bits)
         self.k, self.t = k, t
         self.drop_stage, self.active = drop_stage, active
+        if not isinstance(workers, int) or workers < 1:
+            raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
 
     def parameters(self, n: int) -> GraphParams:
         """The (k, t) this backend uses for n clients."""
@@ -114,7 +121,7 @@ class MaskingBackend(AggregationBackend):
             cost.client_seconds[c] = time.perf_counter() - t0
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active)
         run = run_round(words, config, dropouts={self.drop_stage: set(dropped)},
-                        record_masked=self.record_view)
+                        record_masked=self.record_view, workers=self.workers)
         w_total = sum(w_int[c] for c in run.included)
         t0 = time.perf_counter()
         aggregate = dequantize(run.aggregate, self.clip, self.bits, w_total) / scale

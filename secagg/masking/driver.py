@@ -16,13 +16,16 @@ Dropout stages (a client in ``dropouts[stage]`` stops answering from that round 
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import errors
 from ..errors import InvalidInputError
 from . import messages as m
 from . import primitives as pr
@@ -61,14 +64,21 @@ def make_config(clients: list[int], length: int, modulus: int, *, k: int | None 
 
 def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
               dropouts: Mapping[str, set[int] | list[int]] | None = None,
-              record_masked: bool = False) -> DriverResult:
-    """Run one SecAgg(+) round in-process and return the aggregate, times and bytes."""
+              record_masked: bool = False, workers: int = 1) -> DriverResult:
+    """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
+
+    ``workers > 1`` runs the simulated clients in that many forked processes (each
+    client lives in one process for the whole round; messages cross as bytes). The
+    server stays in this process. Per-client seconds are measured where the client runs.
+    """
     dropouts = {s: set(v) for s, v in (dropouts or {}).items()}
     bad = set(dropouts) - set(STAGES)
     if bad:
         raise InvalidInputError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
     if set(inputs) != set(config.clients):
         raise InvalidInputError("inputs must have exactly one vector per client of the config")
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
     pki = None
     idkeys: dict[int, bytes] = {}
     if config.active:
@@ -76,30 +86,126 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         for c in config.clients:
             idkeys[c], pki[c] = pr.ed25519_keypair()
     clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki) for c in config.clients}
-    res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
-                       {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
     for c, x in inputs.items():
         clients[c].set_input(x)
+    res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
+                       {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
     server = SecAggServer(config, pki=pki)
-    outbox = {c: server.start() for c in clients}
-    gone: set[int] = set()
-    for stage in STAGES:
-        if stage == "consistency" and not config.active:
-            continue
-        gone |= dropouts.get(stage, set())
-        for c, data in outbox.items():
-            res.bytes_down[c] += len(data)
-            if c in gone:
+    pool = _Pool(clients, workers) if workers > 1 and len(clients) > 1 else _Local(clients)
+    try:
+        outbox = {c: server.start() for c in clients}
+        gone: set[int] = set()
+        for stage in STAGES:
+            if stage == "consistency" and not config.active:
                 continue
-            t0 = time.perf_counter()
-            reply = clients[c].handle(data)
-            res.client_seconds[c] += time.perf_counter() - t0
-            res.bytes_up[c] += len(reply)
-            server.receive(reply)
-            if record_masked and stage == "masked_input":
-                res.masked[c] = server.last_masked
-        outbox = server.advance()
+            gone |= dropouts.get(stage, set())
+            for c, data in outbox.items():
+                res.bytes_down[c] += len(data)
+            for c, seconds, reply in pool.handle({c: d for c, d in outbox.items() if c not in gone}):
+                res.client_seconds[c] += seconds
+                res.bytes_up[c] += len(reply)
+                server.receive(reply)
+                if record_masked and stage == "masked_input":
+                    res.masked[c] = server.last_masked
+            outbox = server.advance()
+    finally:
+        pool.close()
     res.aggregate = server.result
     res.included = list(server.u3)
     res.server_seconds = server.seconds
     return res
+
+
+def _run_clients(clients: Mapping[int, SecAggClient], batch: Mapping[int, bytes]):
+    out = []
+    for c, data in batch.items():
+        t0 = time.perf_counter()
+        reply = clients[c].handle(data)
+        out.append((c, time.perf_counter() - t0, reply))
+    return out
+
+
+class _Local:
+    def __init__(self, clients):
+        self.clients = clients
+
+    def handle(self, batch):
+        return _run_clients(self.clients, batch)
+
+    def close(self):
+        pass
+
+
+# ------------------------------------------------------------------ worker processes
+# Frames between the driver and its workers are our own bytes (no pickle):
+# u32 count, then per item u32 client id, f64 seconds, u32 length, payload.
+def _frame(items) -> bytes:
+    parts = [struct.pack(">I", len(items))]
+    for c, sec, data in items:
+        parts.append(struct.pack(">IdI", c, sec, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _unframe(buf: bytes):
+    (n,), pos, out = struct.unpack_from(">I", buf), 4, []
+    for _ in range(n):
+        c, sec, size = struct.unpack_from(">IdI", buf, pos)
+        pos += 16
+        out.append((c, sec, buf[pos:pos + size]))
+        pos += size
+    return out
+
+
+def _worker(conn, clients) -> None:
+    while True:
+        try:
+            buf = conn.recv_bytes()
+        except EOFError:
+            return
+        try:
+            items = _run_clients(clients, {c: d for c, _, d in _unframe(buf)})
+            conn.send_bytes(b"\x00" + _frame(items))
+        except Exception as exc:  # reported to the driver, which re-raises it
+            conn.send_bytes(b"\x01" + f"{type(exc).__name__}\n{exc}".encode())
+
+
+class _Pool:
+    """Clients partitioned over forked worker processes for the whole round."""
+
+    def __init__(self, clients, workers):
+        ctx = mp.get_context("fork")
+        ids = sorted(clients)
+        self.owner, self.conns, self.procs = {}, [], []
+        for w in range(min(workers, len(ids))):
+            group = {c: clients[c] for c in ids[w::workers]}
+            self.owner.update({c: w for c in group})
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, group), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def handle(self, batch):
+        parts = [[] for _ in self.conns]
+        for c, data in batch.items():
+            parts[self.owner[c]].append((c, 0.0, data))
+        for conn, items in zip(self.conns, parts):
+            conn.send_bytes(_frame(items))
+        out = []
+        for conn in self.conns:
+            buf = conn.recv_bytes()
+            if buf[:1] == b"\x01":
+                name, _, msg = buf[1:].decode().partition("\n")
+                raise getattr(errors, name, errors.SecaggError)(msg)
+            out.extend(_unframe(buf[1:]))
+        return out
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
