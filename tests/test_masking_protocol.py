@@ -41,7 +41,7 @@ def _complete_graph_ok(clients, t, stage_of):
     if len(u1) < max(t + 1, 2) or any(len(u1) - 1 < t for _ in u1):
         return False
     for pool in (u2, u3, u5):
-        if any(len(pool - {u}) < t for u in u2):
+        if len(pool) < max(t, 1) or any(len(pool - {u}) < t for u in u2):
             return False
     return True
 

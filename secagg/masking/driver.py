@@ -157,7 +157,9 @@ def _unframe(buf: bytes):
     return out
 
 
-def _worker(conn, clients) -> None:
+def _worker(conn, clients, inherited) -> None:
+    for other in inherited:  # parent-side pipe ends copied by fork: close, or EOF never comes
+        other.close()
     while True:
         try:
             buf = conn.recv_bytes()
@@ -181,7 +183,7 @@ class _Pool:
             group = {c: clients[c] for c in ids[w::workers]}
             self.owner.update({c: w for c in group})
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, group), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, group, self.conns + [parent]), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)

@@ -106,8 +106,13 @@ class SecAggServer:
             raise ProtocolError(f"server: message from client {sender} carries a wrong session id")
 
     def _need(self, holders: dict[int, list[int]], pool: set[int], when: str) -> None:
-        """Abort unless every client in ``holders`` has >= t neighbours in ``pool``."""
+        """Abort unless ``pool`` has >= t clients and every client in ``holders`` has >= t
+        neighbours in it (Bonawitz et al.: abort when |U_i| < t)."""
         t = self.config.t
+        if len(pool) < t or not pool:
+            raise RoundAbortedError(
+                f"round aborted {when}: {len(pool)} clients left, fewer than t={t}; nothing was revealed"
+            )
         for u, nb in holders.items():
             alive = sum(1 for v in nb if v in pool)
             if alive < t:
