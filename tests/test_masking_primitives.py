@@ -78,13 +78,14 @@ def test_shamir_any_t_shares_reconstruct(t, extra, data):
     assert shamir.reconstruct([xs[i] for i in pick], shares[pick]) == secrets
 
 
-def test_shamir_fewer_than_t_shares_give_a_different_secret():
-    secret = [pr.random_seed()]
-    shares = shamir.share(secret, list(range(1, 11)), 6)
-    with pytest.raises(RoundAbortedError):  # limbs out of range: detected as inconsistent
-        for _ in range(20):  # (with prob ~2^-9 a wrong value happens to fit; retry)
+def test_shamir_fewer_than_t_shares_do_not_give_the_secret():
+    for _ in range(20):
+        secret = [pr.random_seed()]
+        shares = shamir.share(secret, list(range(1, 11)), 6)
+        try:  # usually a limb falls outside 30 bits and is reported as inconsistent
             assert shamir.reconstruct(list(range(1, 6)), shares[:5]) != secret
-            shares = shamir.share(secret, list(range(1, 11)), 6)
+        except RoundAbortedError:
+            pass
 
 
 def test_shamir_lagrange_cache_is_reused():

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MalformedMessageError
-from .primitives import KEY_BYTES, SIG_BYTES
+from .primitives import KEY_BYTES, LABEL_CONSISTENCY, SIG_BYTES
 from .shamir import SHARE_BYTES
 
 MAGIC = b"SA"
@@ -375,7 +375,6 @@ class MaskedInput:
 # --------------------------------------------------------------------------- rounds 3-4
 def consistency_bytes(session: bytes, survivors: list[int]) -> bytes:
     """What each client signs in ConsistencyCheck: session id || sorted U3."""
-    from .primitives import LABEL_CONSISTENCY
     return LABEL_CONSISTENCY + session + _ids(sorted(survivors))
 
 

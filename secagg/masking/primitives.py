@@ -47,7 +47,6 @@ LABEL_SHARE_KEY = b"secagg/v1/share-encryption-key"
 LABEL_PAIR_MASK = b"secagg/v1/pairwise-mask"
 LABEL_SELF_MASK = b"secagg/v1/self-mask"
 LABEL_SESSION = b"secagg/v1/session-id"
-LABEL_CSPRNG = b"secagg/v1/csprng"
 LABEL_PERMUTATION = b"secagg/v1/graph-relabelling"
 LABEL_CONSISTENCY = b"secagg/v1/consistency-signature"
 

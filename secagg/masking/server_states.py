@@ -52,6 +52,7 @@ class SecAggServer:
         self.u3: list[int] = []
         self.acc = np.zeros(config.length, dtype=pr.word_dtype(config.modulus))
         self.masked_from: set[int] = set()
+        self.last_masked: np.ndarray | None = None  #: the latest y_u received (for ServerView)
         self.signatures: dict[int, bytes] = {}
         self.unmask_in: dict[int, m.UnmaskResponse] = {}
         self.result: np.ndarray | None = None
@@ -178,7 +179,7 @@ class SecAggServer:
         y = vectors.unpack(msg.packed, msg.length, msg.modulus, self.acc.dtype)
         vectors.add_into(self.acc, y, self.config.modulus)
         self.masked_from.add(msg.sender)
-        self.last_masked = y  # exposed for ServerView recording by drivers
+        self.last_masked = y
 
     def _close_masked(self) -> dict[int, bytes]:
         self.u3 = sorted(self.masked_from)
