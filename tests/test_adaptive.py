@@ -189,5 +189,5 @@ def test_cli_writes_the_summary(small_split, tmp_path, monkeypatch):
         assert key in summary
     assert 0 < summary["encrypted_fraction"] < 1
     assert "exact_fraction" in summary["attack"]
-    assert main(["train", "--dataset", "synthetic", "--mask", "personalized", "--policy", "count",
-                 "--mask-model", "bias", "--rounds", "1"]) == 2, "a policy needs an encrypting backend"
+    assert main(["train", "--dataset", "synthetic", "--mask", "personalized", "--mask-model", "bias",
+                 "--participants", "1", "--rounds", "1"]) == 2, "a cohort of one is refused"
