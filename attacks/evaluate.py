@@ -166,7 +166,7 @@ def guard_demonstration(split: Split, *, config: ModelConfig, mode: str = "full"
     trainer_uploads: list[dict[int, np.ndarray]] = []
     trainer = FedMFTrainer(split, "plain", config=config, mode=mode, seed=seed,
                            observer=lambda r, res, up, s: trainer_uploads.append(up))
-    participants = trainer._participants()
+    participants = trainer.participants()
     chosen = rng.choice(participants, size=min(victims + others, len(participants)), replace=False)
     victim_ids, honest = [int(c) for c in chosen[:victims]], [int(c) for c in chosen[victims:]]
     V_before, scale = [], trainer.upload_scale

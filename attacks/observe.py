@@ -118,5 +118,5 @@ def record_run(
     return ServerRecord(
         backend=backend.name, mode=mode,
         params=public_params(trainer, "same" if order_known else None),
-        n_items=trainer.n_items, users=trainer._participants(), rounds=records, info=info,
+        n_items=trainer.n_items, users=trainer.participants(), rounds=records, info=info,
     )

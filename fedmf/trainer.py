@@ -153,7 +153,8 @@ class FedMFTrainer:
         self.history: list[RoundLog] = []
         self.setup_seconds, self.mu, self.item_counts = self._setup()
 
-    def _participants(self) -> list[int]:
+    def participants(self) -> list[int]:
+        """The users taking part: the cohort, less users with no training ratings."""
         return [int(u) for u in self.users if self.user_rows[u].size]
 
     def _setup(self) -> tuple[float, float, np.ndarray]:
@@ -162,7 +163,7 @@ class FedMFTrainer:
         train, m = self.split.train, self.n_items
         scale = 5.0 * m  # a user's rating sum is at most 5 m: keeps every entry in [0, 1]
         vectors = {}
-        for u in self._participants():
+        for u in self.participants():
             rows = self.user_rows[u]
             x = np.zeros(m + 2)
             x[train.items[rows]] = 1.0
@@ -180,7 +181,7 @@ class FedMFTrainer:
         t_round = time.perf_counter()
         cfg, train, width = self.config, self.split.train, self.config.row_length
         vectors, support, local_seconds, new_users = {}, {}, {}, {}
-        for u in self._participants():
+        for u in self.participants():
             t0 = time.perf_counter()
             rows = self.user_rows[u]
             items = train.items[rows]
