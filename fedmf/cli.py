@@ -23,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fedmf.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fedmf.commands.{name}":
-                raise
-            continue  # that command's issue has not landed yet
+        module = importlib.import_module(f"fedmf.commands.{name}")
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
