@@ -1,5 +1,7 @@
 """SecAgg / SecAgg+ protocol runs: exactness under dropouts, aborts, refusals, message abuse."""
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -284,7 +286,7 @@ def test_worker_processes_give_the_same_exact_sum_and_propagate_errors():
     assert res.included == [c for c in clients if c != 4]
     assert all(res.client_seconds[c] > 0 for c in res.included)
     _assert_exact(res, inputs, modulus)
-    pool = _Pool({c: SecAggClient(c) for c in clients}, 2)
+    pool = _Pool({c: SecAggClient(c) for c in clients}, 2, time.perf_counter)
     try:
         with pytest.raises(MalformedMessageError, match="bad magic"):
             pool.handle({3: b"garbage"})

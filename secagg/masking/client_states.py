@@ -162,27 +162,26 @@ class ClientShareKeys(ClientState):
         return ClientMaskedInput(), m.EncryptedShares(ctx.session, ctx.client_id, items).to_bytes()
 
 
-def mask_vector(seed: bytes, *, label: bytes, session: bytes, cfg: m.RoundConfig,
-                party: tuple[int, int], scratch: np.ndarray | None = None) -> np.ndarray:
-    """PRG(seed) for one mask of the round (see primitives.mask_key for the key binding).
+def mask_key_for(seed: bytes, *, label: bytes, session: bytes, cfg: m.RoundConfig,
+                 party: tuple[int, int]) -> bytes:
+    """The AES key of one mask of the round (see primitives.mask_key for the binding)."""
+    return pr.mask_key(seed, label=label, session=session, round_id=cfg.round_id, party=party,
+                       vector=cfg.vector, length=cfg.length, modulus=cfg.modulus)
 
-    For R = 2^r the mask is returned as raw machine words (uniform mod 2^32 or 2^64);
-    callers add them with wrap-around and reduce mod R once at the end, which gives the
-    same result as reducing every mask. With ``scratch`` the result may be a view into
-    it, valid until its next use.
+
+def apply_masks(acc: np.ndarray, keys: list[bytes], signs: list[int], cfg: m.RoundConfig) -> None:
+    """acc += sum_i signs[i] PRG_i mod R.
+
+    For R = 2^r the masks are raw keystream words (uniform mod 2^32 or 2^64, hence mod
+    R after the final reduction), streamed chunk by chunk (primitives.add_keystreams).
+    Other moduli draw each mask by rejection sampling and add it modularly.
     """
-    key = pr.mask_key(seed, label=label, session=session, round_id=cfg.round_id, party=party,
-                      vector=cfg.vector, length=cfg.length, modulus=cfg.modulus)
     if vectors.is_pow2(cfg.modulus):
-        # raw words: uniform mod 2^32 (2^64), hence mod R after the final reduction
-        dtype = pr.word_dtype(cfg.modulus)
-        return pr.keystream(key, cfg.length * dtype.itemsize, scratch).view(dtype)
-    return pr.uniform_mod(key, cfg.length, cfg.modulus, scratch)
-
-
-def scratch_for(cfg: m.RoundConfig) -> np.ndarray:
-    """A reusable keystream buffer for the masks of one round."""
-    return np.empty(cfg.length * pr.word_dtype(cfg.modulus).itemsize + 16, dtype=np.uint8)
+        pr.add_keystreams(acc, keys, signs)
+        return
+    for key, sign in zip(keys, signs):
+        mask = pr.uniform_mod(key, cfg.length, cfg.modulus)
+        (vectors.add_into if sign > 0 else vectors.sub_into)(acc, mask, cfg.modulus)
 
 
 class ClientMaskedInput(ClientState):
@@ -210,16 +209,16 @@ class ClientMaskedInput(ClientState):
                 f"client {ctx.client_id}: only {len(ctx.held)} neighbours survived key sharing, t={cfg.t}"
             )
         y = ctx.input.copy()
-        scratch = scratch_for(cfg)
-        vectors.add_into(y, mask_vector(ctx.b_seed, label=pr.LABEL_SELF_MASK, session=ctx.session,
-                                        cfg=cfg, party=(ctx.client_id, ctx.client_id),
-                                        scratch=scratch), cfg.modulus)
         u = ctx.client_id
+        keys = [mask_key_for(ctx.b_seed, label=pr.LABEL_SELF_MASK, session=ctx.session, cfg=cfg,
+                             party=(u, u))]
+        signs = [1]
         for v in sorted(ctx.held):
             shared = pr.x25519_shared(ctx.s_sk, ctx.keys[v].s_pk)
-            mask = mask_vector(shared, label=pr.LABEL_PAIR_MASK, session=ctx.session, cfg=cfg,
-                               party=(min(u, v), max(u, v)), scratch=scratch)
-            (vectors.add_into if u < v else vectors.sub_into)(y, mask, cfg.modulus)
+            keys.append(mask_key_for(shared, label=pr.LABEL_PAIR_MASK, session=ctx.session, cfg=cfg,
+                                     party=(min(u, v), max(u, v))))
+            signs.append(1 if u < v else -1)
+        apply_masks(y, keys, signs, cfg)
         vectors.reduce(y, cfg.modulus)
         packed = vectors.pack(y, cfg.modulus)
         nxt = ClientConsistencyCheck() if cfg.active else ClientUnmasking()

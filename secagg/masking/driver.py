@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +64,8 @@ def make_config(clients: list[int], length: int, modulus: int, *, k: int | None 
 
 def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
               dropouts: Mapping[str, set[int] | list[int]] | None = None,
-              record_masked: bool = False, workers: int = 1) -> DriverResult:
+              record_masked: bool = False, workers: int = 1,
+              clock: Callable[[], float] = time.perf_counter) -> DriverResult:
     """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
 
     ``workers > 1`` runs the simulated clients in that many forked processes (each
@@ -90,8 +91,9 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         clients[c].set_input(x)
     res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
                        {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
-    server = SecAggServer(config, pki=pki)
-    pool = _Pool(clients, workers) if workers > 1 and len(clients) > 1 else _Local(clients)
+    server = SecAggServer(config, pki=pki, clock=clock)
+    pool = (_Pool(clients, workers, clock) if workers > 1 and len(clients) > 1
+            else _Local(clients, clock))
     try:
         outbox = {c: server.start() for c in clients}
         gone: set[int] = set()
@@ -116,21 +118,21 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
     return res
 
 
-def _run_clients(clients: Mapping[int, SecAggClient], batch: Mapping[int, bytes]):
+def _run_clients(clients: Mapping[int, SecAggClient], batch: Mapping[int, bytes], clock):
     out = []
     for c, data in batch.items():
-        t0 = time.perf_counter()
+        t0 = clock()
         reply = clients[c].handle(data)
-        out.append((c, time.perf_counter() - t0, reply))
+        out.append((c, clock() - t0, reply))
     return out
 
 
 class _Local:
-    def __init__(self, clients):
-        self.clients = clients
+    def __init__(self, clients, clock):
+        self.clients, self.clock = clients, clock
 
     def handle(self, batch):
-        return _run_clients(self.clients, batch)
+        return _run_clients(self.clients, batch, self.clock)
 
     def close(self):
         pass
@@ -157,7 +159,7 @@ def _unframe(buf: bytes):
     return out
 
 
-def _worker(conn, clients, inherited) -> None:
+def _worker(conn, clients, inherited, clock) -> None:
     for other in inherited:  # parent-side pipe ends copied by fork: close, or EOF never comes
         other.close()
     while True:
@@ -166,7 +168,7 @@ def _worker(conn, clients, inherited) -> None:
         except EOFError:
             return
         try:
-            items = _run_clients(clients, {c: d for c, _, d in _unframe(buf)})
+            items = _run_clients(clients, {c: d for c, _, d in _unframe(buf)}, clock)
             conn.send_bytes(b"\x00" + _frame(items))
         except Exception as exc:  # reported to the driver, which re-raises it
             conn.send_bytes(b"\x01" + f"{type(exc).__name__}\n{exc}".encode())
@@ -175,7 +177,7 @@ def _worker(conn, clients, inherited) -> None:
 class _Pool:
     """Clients partitioned over forked worker processes for the whole round."""
 
-    def __init__(self, clients, workers):
+    def __init__(self, clients, workers, clock):
         ctx = mp.get_context("fork")
         ids = sorted(clients)
         self.owner, self.conns, self.procs = {}, [], []
@@ -183,7 +185,8 @@ class _Pool:
             group = {c: clients[c] for c in ids[w::workers]}
             self.owner.update({c: w for c in group})
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, group, self.conns + [parent]), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, group, self.conns + [parent], clock),
+                               daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)

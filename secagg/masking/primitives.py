@@ -149,14 +149,9 @@ def session_id(config_bytes: bytes, key_entries: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- PRG
-def keystream(key: bytes, nbytes: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``nbytes`` of AES-256-CTR keystream (zero IV) as a uint8 array.
-
-    ``out`` (uint8, at least nbytes + 16 long) is filled instead of a fresh array: the
-    mask loops reuse one scratch buffer, which avoids page faults on large vectors.
-    """
-    if out is None or out.size < nbytes + 16:
-        out = np.empty(nbytes + 16, dtype=np.uint8)
+def keystream(key: bytes, nbytes: int) -> np.ndarray:
+    """``nbytes`` of AES-256-CTR keystream (zero IV) as a uint8 array."""
+    out = np.empty(nbytes + 16, dtype=np.uint8)
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     n = enc.update_into(_zeros(nbytes), out)
     return out[:n]
@@ -208,19 +203,17 @@ def mask_key(seed: bytes, *, label: bytes, session: bytes, round_id: int, party:
     return hkdf(seed, salt=session, info=info)
 
 
-def uniform_mod(key: bytes, length: int, modulus: int, scratch: np.ndarray | None = None) -> np.ndarray:
+def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
     """``length`` values uniform in [0, M) from the AES-CTR stream of ``key``.
 
     Powers of two take raw bits (masked words); other moduli reject words >= M among
-    ceil(log2 M)-bit samples. Returns uint32 for M <= 2^32, else uint64. With a
-    ``scratch`` uint8 buffer the result of a power-of-two modulus is a view into it
-    (valid until the buffer is reused).
+    ceil(log2 M)-bit samples. Returns uint32 for M <= 2^32, else uint64.
     """
     modulus = check_modulus(modulus)
     dtype = word_dtype(modulus)
     width = dtype.itemsize
     if modulus & (modulus - 1) == 0:
-        words = keystream(key, length * width, scratch).view(dtype)
+        words = keystream(key, length * width).view(dtype)
         if modulus != 1 << (8 * width):
             words &= dtype.type(modulus - 1)
         return words
@@ -239,13 +232,56 @@ def uniform_mod(key: bytes, length: int, modulus: int, scratch: np.ndarray | Non
     return out
 
 
-def csprng_words32(n: int) -> np.ndarray:
-    """n uniform uint32 words from a fresh CSPRNG stream.
+def add_keystreams(acc: np.ndarray, keys: list[bytes], signs: list[int], *,
+                   chunk_words: int = 32768, group: int = 512) -> None:
+    """acc += sum_i signs[i] * PRG(keys[i]) as raw machine words, wrap-around (R = 2^r).
 
-    The stream is AES-256-CTR under a key from ``os.urandom`` (fast and cryptographic);
-    used for stochastic rounding, never numpy's RNG.
+    The masks are never materialised: each key keeps an open AES-CTR context and the
+    vector is walked in chunks of ``chunk_words`` words, adding every mask's next piece
+    of keystream while the chunk of ``acc`` sits in cache (one pass over ``acc`` per
+    group of masks instead of one per mask). Equivalent to adding the full keystreams.
     """
-    return keystream(os.urandom(KEY_BYTES), 4 * n).view(np.uint32)
+    if len(keys) != len(signs):
+        raise InvalidInputError("one sign per key")
+    dtype = acc.dtype
+    width = dtype.itemsize
+    n = acc.size
+    chunk = min(chunk_words, n) if n else 1
+    buf = np.empty(chunk * width + 16, dtype=np.uint8)
+    zeros = _zeros(chunk * width)
+    for g in range(0, len(keys), group):
+        ctxs = [Cipher(algorithms.AES(k), modes.CTR(bytes(16))).encryptor() for k in keys[g:g + group]]
+        sg = signs[g:g + group]
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            nbytes = (stop - start) * width
+            part = acc[start:stop]
+            src = zeros if nbytes == len(zeros) else _zeros(nbytes)
+            for ctx, sign in zip(ctxs, sg):
+                ctx.update_into(src, buf)
+                words = buf[:nbytes].view(dtype)
+                if sign > 0:
+                    np.add(part, words, out=part)
+                else:
+                    np.subtract(part, words, out=part)
+
+
+class CtrStream:
+    """A continuing AES-256-CTR keystream read in pieces into one reused buffer.
+
+    Keyed from ``os.urandom`` it is the CSPRNG of stochastic rounding (never numpy's RNG).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._buf = np.empty(0, dtype=np.uint8)
+
+    def words32(self, n: int) -> np.ndarray:
+        """The next n keystream words as uint32 (a view, valid until the next call)."""
+        if self._buf.size < 4 * n + 16:
+            self._buf = np.empty(4 * n + 16, dtype=np.uint8)
+        self._enc.update_into(_zeros(4 * n), self._buf)
+        return self._buf[:4 * n].view(np.uint32)
 
 
 def random_seed() -> bytes:

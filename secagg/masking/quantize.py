@@ -16,13 +16,16 @@ sum_i w_i x_i ~= S step - c W (unbiased; error per coordinate <= W step).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
 from ..errors import HeadroomExceededError, InvalidInputError
-from .primitives import csprng_words32, word_dtype
+from .primitives import CtrStream, word_dtype
 
 MAX_MODULUS_BITS = 64
+CHUNK = 1 << 16  #: entries quantized per CSPRNG refill
 
 
 def check_quant_params(clip: float, bits: int) -> None:
@@ -63,8 +66,8 @@ def quantize(x: np.ndarray, clip: float, bits: int, *, weight: int = 1,
     """
     check_quant_params(clip, bits)
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or not np.all(np.isfinite(x)):
-        raise InvalidInputError("quantize needs a finite 1-D float vector")
+    if x.ndim != 1:
+        raise InvalidInputError(f"quantize needs a 1-D float vector, got shape {x.shape}")
     if not isinstance(weight, int | np.integer) or weight < 0:
         raise InvalidInputError(f"weight must be an integer >= 0, got {weight!r}")
     modulus = modulus_for(max(int(weight), 1), bits) if modulus is None else modulus
@@ -72,8 +75,15 @@ def quantize(x: np.ndarray, clip: float, bits: int, *, weight: int = 1,
         raise HeadroomExceededError(f"weight {weight} x {bits}-bit values do not fit modulus {modulus}")
     dtype = word_dtype(modulus)
     out = np.empty(x.size, dtype=dtype)
-    _quantize(x, float(clip), 1.0 / step_size(clip, bits), float((1 << bits) - 1),
-              csprng_words32(x.size), out)
+    inv_step, top = 1.0 / step_size(clip, bits), float((1 << bits) - 1)
+    # random words come chunk by chunk from one CSPRNG stream into a small reused buffer
+    rng = CtrStream(os.urandom(32))
+    for start in range(0, x.size, CHUNK):
+        stop = min(start + CHUNK, x.size)
+        bad = _quantize(x[start:stop], float(clip), inv_step, top, rng.words32(stop - start),
+                        out[start:stop])
+        if bad:
+            raise InvalidInputError("quantize needs finite values: the vector has NaN or inf")
     if weight != 1:
         out *= dtype.type(weight)
     return out
@@ -81,14 +91,23 @@ def quantize(x: np.ndarray, clip: float, bits: int, *, weight: int = 1,
 
 @njit(cache=True)
 def _quantize(x, clip, inv_step, top, rand32, out):
-    """out[i] = floor(u) + [r_i 2^-32 < frac(u)],  u = (clip(x_i) + c) / step."""
+    """out[i] = floor(u) + [r_i 2^-32 < frac(u)],  u = (clip(x_i) + c) / step.
+
+    Returns the number of non-finite inputs (the caller raises if any).
+    """
+    bad = 0
     for i in range(x.shape[0]):
-        v = min(max(x[i], -clip), clip)
+        xi = x[i]
+        if not np.isfinite(xi):
+            bad += 1
+            continue
+        v = min(max(xi, -clip), clip)
         u = (v + clip) * inv_step
         q = np.floor(u)
         if rand32[i] * 2.3283064365386963e-10 < u - q:
             q += 1.0
         out[i] = min(q, top)
+    return bad
 
 
 def dequantize(total: np.ndarray, clip: float, bits: int, total_weight: int) -> np.ndarray:

@@ -17,6 +17,7 @@ sum_{u in U3} x_u mod R.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from ..errors import ProtocolError, RoundAbortedError
 from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
-from .client_states import mask_vector, scratch_for
+from .client_states import apply_masks, mask_key_for
 from .graph import neighbours
 
 
@@ -34,7 +35,8 @@ class SecAggServer:
     STAGES = ("AdvertiseKeys", "ShareKeys", "MaskedInputCollection", "ConsistencyCheck",
               "Unmasking", "Completed")
 
-    def __init__(self, config: m.RoundConfig, *, pki: dict[int, bytes] | None = None) -> None:
+    def __init__(self, config: m.RoundConfig, *, pki: dict[int, bytes] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         pr.check_modulus(config.modulus)
         if config.active and pki is None:
             raise ProtocolError("active variant needs the PKI (client id -> Ed25519 public key)")
@@ -56,7 +58,8 @@ class SecAggServer:
         self.signatures: dict[int, bytes] = {}
         self.unmask_in: dict[int, m.UnmaskResponse] = {}
         self.result: np.ndarray | None = None
-        self.seconds = 0.0  #: server compute spent in receive/advance
+        self.seconds = 0.0  #: server time spent in receive/advance, measured with ``clock``
+        self.clock = clock
 
     # ------------------------------------------------------------------ api
     @property
@@ -69,7 +72,7 @@ class SecAggServer:
 
     def receive(self, data: bytes) -> None:
         """Validate and store one client message of the current round."""
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             mtype = m.message_type(data)
             handler = {0: (m.T_ADVERTISE, self._on_keys), 1: (m.T_SHARES, self._on_shares),
@@ -79,11 +82,11 @@ class SecAggServer:
                 raise ProtocolError(f"server: message type {mtype} arrived in stage {self.stage_name}")
             handler[1](data)
         finally:
-            self.seconds += time.perf_counter() - t0
+            self.seconds += self.clock() - t0
 
     def advance(self) -> dict[int, bytes]:
         """Close the current round; return {client id: message} for the next one."""
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             step = {0: self._close_keys, 1: self._close_shares, 2: self._close_masked,
                     3: self._close_signatures, 4: self._close_unmask}.get(self.stage)
@@ -91,7 +94,7 @@ class SecAggServer:
                 raise ProtocolError("server: the round is already complete")
             return step()
         finally:
-            self.seconds += time.perf_counter() - t0
+            self.seconds += self.clock() - t0
 
     # ------------------------------------------------------------------ helpers
     def _sender_ok(self, sender: int, allowed, seen, what: str) -> None:
@@ -242,11 +245,9 @@ class SecAggServer:
             rows = np.stack([np.frombuffer(s, dtype=">u4") for _, s in got])
             secrets[owner] = shamir.reconstruct([x for x, _ in got], rows)[0]
         alive = set(self.u3)
-        total = self.acc
-        scratch = scratch_for(cfg)
-        for u in self.u3:
-            vectors.sub_into(total, mask_vector(secrets[u], label=pr.LABEL_SELF_MASK, session=self.session,
-                                                cfg=cfg, party=(u, u), scratch=scratch), cfg.modulus)
+        keys = [mask_key_for(secrets[u], label=pr.LABEL_SELF_MASK, session=self.session, cfg=cfg,
+                             party=(u, u)) for u in self.u3]
+        signs = [-1] * len(keys)
         for v in self.u2:
             if v in alive:
                 continue
@@ -258,10 +259,12 @@ class SecAggServer:
                 if u not in alive:
                     continue
                 shared = pr.x25519_shared(s_sk, self.keys[u].s_pk)
-                mask = mask_vector(shared, label=pr.LABEL_PAIR_MASK, session=self.session, cfg=cfg,
-                                   party=(min(u, v), max(u, v)), scratch=scratch)
+                keys.append(mask_key_for(shared, label=pr.LABEL_PAIR_MASK, session=self.session,
+                                         cfg=cfg, party=(min(u, v), max(u, v))))
                 # u added sign(u, v) * mask with sign = +1 iff u < v: remove it
-                (vectors.sub_into if u < v else vectors.add_into)(total, mask, cfg.modulus)
+                signs.append(-1 if u < v else 1)
+        total = self.acc
+        apply_masks(total, keys, signs, cfg)
         self.result = vectors.reduce(total, cfg.modulus)
         self.stage = 5
         return {}
