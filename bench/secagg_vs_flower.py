@@ -300,7 +300,8 @@ def main(argv=None) -> int:
     else:
         points = [(n, m, d) for n in (100, 500) for m in (100_000, 1_000_000) for d in (0.0, 0.1, 0.3)]
     warm_up()
-    rows = []
+    rows: list[dict] = []
+    result: dict = {}
     for n, m, d in points:
         row = bench_point(n, m, d, repeats=args.repeats or (2 if args.quick else 1))
         rows.append(row)
@@ -309,8 +310,24 @@ def main(argv=None) -> int:
               f"server ours {row['ours']['server_seconds']:.3f}s flower {row['flower']['server_seconds']:.3f}s | "
               f"bytes ours {row['ours']['bytes_up_per_client']:.0f} flower {row['flower']['bytes_up_per_client']:.0f} | "
               f"exact {row['exact']}", flush=True)
+        result = summarise(rows)
+        if args.json:  # written after every point, so a long grid leaves partial results
+            _write(args.json, result)
+    if not args.quick and not args.no_paper:
+        result["paper_comparison"] = paper_point()
+        pc = result["paper_comparison"]
+        print(f"paper point n=500 len=1e5 10%: complete {pc['secagg_complete']['server_seconds']:.2f}s, "
+              f"SecAgg+ {pc['secagg_plus']['server_seconds']:.2f}s (paper ~62 s)")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1, default=str))
+    if args.json:
+        _write(args.json, result)
+    return 0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Headline figures (the first grid point) plus the worst case over all points."""
     head = rows[0]
-    result = {
+    return {
         "server_speedup": head.get("server_speedup"),
         "client_speedup": head.get("client_speedup"),
         "bytes_ratio": head.get("bytes_ratio"),
@@ -323,16 +340,11 @@ def main(argv=None) -> int:
         "clock": "time.process_time (CPU seconds of the benchmark process, all threads)",
         "host": {"python": sys.version.split()[0], "machine": platform.machine()},
     }
-    if not args.quick and not args.no_paper:
-        result["paper_comparison"] = paper_point()
-        pc = result["paper_comparison"]
-        print(f"paper point n=500 len=1e5 10%: complete {pc['secagg_complete']['server_seconds']:.2f}s, "
-              f"SecAgg+ {pc['secagg_plus']['server_seconds']:.2f}s (paper ~62 s)")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1, default=str))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=str)
-    return 0
+
+
+def _write(path: str, result: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1, default=str)
 
 
 if __name__ == "__main__":
