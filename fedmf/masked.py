@@ -435,7 +435,7 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
               "users": len(masked.masks), "mean_explained_variance": float(np.mean(explained)),
               "mean_fitted": float(np.mean(list(masked.fitted_counts.values())))},
         policy=run.policy,
-        participants=len(trainer._participants()),
+        participants=len(trainer.participants()),
         encrypting_backend=adaptive.encrypted.name if adaptive is not None else backend.name,
         encrypted_fraction=_encrypted_fraction(trainer.backend, infos),
         attack=attack_masked_uploads(trainer, recorder, split.train.ratings, prior),
