@@ -55,7 +55,7 @@ class FixedPointCodec:
 
     def encode(self, values: np.ndarray, max_int: int) -> list[int]:
         """Signed integers round(x * scale); raises on NaN/inf or |int| > max_int."""
-        x = _finite_1d(values)
+        x = finite_1d(values)
         if x.size == 0:
             return []
         scaled = x * float(self.scale)
@@ -82,9 +82,10 @@ class FixedPointCodec:
         return np.array([int(v) / scale for v in ints])
 
 
-def _finite_1d(values) -> np.ndarray:
+def finite_1d(values) -> np.ndarray:
+    """``values`` as a contiguous 1-D float64 array, or InvalidInputError (NaN, inf, shape)."""
     try:
-        x = np.asarray(values, dtype=np.float64)
+        x = np.ascontiguousarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"values must be numeric: {exc}") from None
     if x.ndim != 1:

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from ..errors import HeadroomExceededError, InvalidInputError
+from .codec import finite_1d
 
 MAX_SLOT_BITS = 62
 
@@ -97,7 +98,7 @@ class PackingLayout:
         Values are clipped to |x| <= c alpha (c = ``summands``), then stochastically
         rounded with CSPRNG uniforms.
         """
-        x = _finite_1d(values)
+        x = finite_1d(values)
         if not isinstance(summands, int) or not 1 <= summands <= self.max_summands:
             raise HeadroomExceededError(
                 f"summands must be an integer in [1, {self.max_summands}], got {summands!r}"
@@ -146,17 +147,6 @@ def choose_layout(
     """The layout for values |x| <= clip, b-bit quantization, up to K summands, |n| bits."""
     return PackingLayout(float(clip), int(precision_bits), int(max_summands), int(key_bits))
 
-
-def _finite_1d(values) -> np.ndarray:
-    try:
-        x = np.ascontiguousarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"values must be numeric: {exc}") from None
-    if x.ndim != 1:
-        raise InvalidInputError(f"expected a 1-D array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("values contain NaN or inf")
-    return x
 
 
 def _csprng_uniform(size: int) -> np.ndarray:

@@ -80,7 +80,33 @@ def _check_scalar(k) -> int:
     return int(k)
 
 
-class EncryptedVector:
+class _Serializable:
+    """Bytes and JSON round trips, shared by both vector kinds (see :mod:`.serialization`)."""
+
+    def to_bytes(self, *, include_key: bool = True) -> bytes:
+        from .serialization import vector_to_bytes
+
+        return vector_to_bytes(self, include_key=include_key)
+
+    def to_json(self) -> str:
+        from .serialization import vector_to_json
+
+        return vector_to_json(self)
+
+    @staticmethod
+    def from_bytes(data: bytes, public_key: PublicKey | None = None):
+        from .serialization import vector_from_bytes
+
+        return vector_from_bytes(data, public_key)
+
+    @staticmethod
+    def from_json(text: str, public_key: PublicKey | None = None):
+        from .serialization import vector_from_json
+
+        return vector_from_json(text, public_key)
+
+
+class EncryptedVector(_Serializable):
     """Paillier ciphertexts of a float vector under one fixed-point codec (no per-value exponent)."""
 
     __slots__ = ("public_key", "ciphertexts", "exponent", "bound")
@@ -234,31 +260,9 @@ class EncryptedVector:
             cts.append(scheme.check_ciphertext(pk, aligned.ciphertext(be_secure=False)))
         return cls(pk, cts, exponent, int(pk.max_int))
 
-    # serialization (see .serialization)
-    def to_bytes(self, *, include_key: bool = True) -> bytes:
-        from .serialization import vector_to_bytes
-
-        return vector_to_bytes(self, include_key=include_key)
-
-    def to_json(self) -> str:
-        from .serialization import vector_to_json
-
-        return vector_to_json(self)
-
-    @staticmethod
-    def from_bytes(data: bytes, public_key: PublicKey | None = None):
-        from .serialization import vector_from_bytes
-
-        return vector_from_bytes(data, public_key)
-
-    @staticmethod
-    def from_json(text: str, public_key: PublicKey | None = None):
-        from .serialization import vector_from_json
-
-        return vector_from_json(text, public_key)
 
 
-class PackedEncryptedVector:
+class PackedEncryptedVector(_Serializable):
     """BatchCrypt-style packed ciphertexts: ``layout.slots`` quantized values per ciphertext."""
 
     __slots__ = ("public_key", "ciphertexts", "layout", "length", "summands", "clipped")
@@ -381,25 +385,4 @@ class PackedEncryptedVector:
         cts = product_mod(pk, [self.ciphertexts, obf.draw(len(self.ciphertexts))])
         return PackedEncryptedVector(pk, cts, self.layout, self.length, self.summands)
 
-    def to_bytes(self, *, include_key: bool = True) -> bytes:
-        from .serialization import vector_to_bytes
-
-        return vector_to_bytes(self, include_key=include_key)
-
-    def to_json(self) -> str:
-        from .serialization import vector_to_json
-
-        return vector_to_json(self)
-
-    @staticmethod
-    def from_bytes(data: bytes, public_key: PublicKey | None = None):
-        from .serialization import vector_from_bytes
-
-        return vector_from_bytes(data, public_key)
-
-    @staticmethod
-    def from_json(text: str, public_key: PublicKey | None = None):
-        from .serialization import vector_from_json
-
-        return vector_from_json(text, public_key)
 
