@@ -116,6 +116,32 @@ def test_pack_roundtrip(bits_or_mod, length):
     assert np.array_equal(vectors.unpack(data, length, modulus, v.dtype), v)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 100), st.data())
+def test_pack_is_the_little_endian_bit_stream(width, length, data):
+    """Entry i occupies bits [i w, (i + 1) w) of one little-endian integer, padded to
+    whole 32-bit words (checked against Python big integers, not our kernels)."""
+    modulus = 1 << width
+    values = data.draw(st.lists(st.integers(0, modulus - 1), min_size=length, max_size=length))
+    v = np.array(values, dtype=np.uint32 if width <= 32 else np.uint64)
+    stream = sum(x << (i * width) for i, x in enumerate(values))
+    expected = stream.to_bytes(4 * -(-length * width // 32), "little")
+    assert vectors.pack(v, modulus) == expected
+    acc = np.zeros(length, dtype=v.dtype)
+    vectors.unpack_add(acc, memoryview(b"\x01" + expected)[1:], length, modulus)  # unaligned view
+    assert np.array_equal(acc, v)
+
+
+def test_unpack_rejects_nonzero_padding_before_touching_the_accumulator():
+    modulus, length = 1 << 29, 3  # 87 bits in 3 words: 9 padding bits
+    data = bytearray(vectors.pack(np.array([1, 2, 3], np.uint32), modulus))
+    data[-1] |= 0x80
+    acc = np.arange(length, dtype=np.uint32)
+    with pytest.raises(MalformedMessageError, match="padding"):
+        vectors.unpack_add(acc, bytes(data), length, modulus)
+    assert acc.tolist() == [0, 1, 2]
+
+
 def test_unpack_rejects_wrong_size_and_out_of_range():
     with pytest.raises(MalformedMessageError):
         vectors.unpack(b"\x00" * 5, 2, 1 << 29, np.uint32)
@@ -144,6 +170,23 @@ def test_stochastic_rounding_is_unbiased_and_clips():
         q.quantize(np.array([np.nan]), clip, bits)
     with pytest.raises(InvalidInputError):
         q.check_quant_params(0.0, 8)
+
+
+def test_quantizer_is_reproducible_under_a_fixed_key_and_chunking_does_not_matter():
+    x = np.random.default_rng(0).normal(size=3 * vectors.CHUNK + 17)
+    key = pr.random_seed()
+    quant = q.Quantizer(2.0, 12, weight=3, rounding_key=key)
+    whole = quant.encode(x, 1 << 16)
+    stream, parts = quant.stream(1 << 16), np.empty(x.size, np.uint32)
+    for start in range(0, x.size, 1000):  # chunks unlike the encoder's own
+        stream.encode_into(x[start:start + 1000], parts[start:start + 1000])
+    assert np.array_equal(whole, parts) and np.all(whole % 3 == 0)
+    fresh = q.Quantizer(2.0, 12, weight=3).encode(x, 1 << 16)  # fresh os.urandom key
+    assert not np.array_equal(whole, fresh)
+    with pytest.raises(HeadroomExceededError):
+        quant.stream(1 << 12)
+    with pytest.raises(InvalidInputError):
+        q.Quantizer(2.0, 12, rounding_key=b"short")
 
 
 def test_integer_weights_exact_or_scaled():

@@ -292,3 +292,22 @@ def test_worker_processes_give_the_same_exact_sum_and_propagate_errors():
             pool.handle({3: b"garbage"})
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("modulus", [1 << 14, 1000003])
+def test_clients_quantize_while_masking_across_chunk_boundaries(modulus):
+    """Float inputs with a Quantizer: each client quantizes, masks and packs its vector
+    chunk by chunk; the result is the exact sum of the quantized survivors."""
+    from secagg.masking.quantize import Quantizer
+    from secagg.masking.vectors import CHUNK
+    clients, length = list(range(6)), CHUNK + 45
+    rng = np.random.default_rng(3)
+    xs = {c: rng.normal(size=length) for c in clients}
+    quant = {c: Quantizer(2.0, 8, rounding_key=pr.random_seed()) for c in clients}
+    res = run_round(xs, make_config(clients, length, modulus, k=5, t=3), quantizers=quant,
+                    dropouts={"masked_input": {2}})
+    assert res.included == [0, 1, 3, 4, 5]
+    expected = sum(quant[c].encode(xs[c], modulus).astype(object) for c in res.included) % modulus
+    assert [int(v) for v in res.aggregate] == [int(v) for v in expected]
+    with pytest.raises(InvalidInputError, match="NaN"):
+        SecAggClient(1).set_input(np.array([0.0, np.nan]), quant[0])

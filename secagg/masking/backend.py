@@ -37,7 +37,7 @@ from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, re
 from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
 from .graph import GraphParams, complete_parameters, find_parameters
-from .quantize import check_quant_params, dequantize, integer_weights, modulus_for, quantize
+from .quantize import Quantizer, check_quant_params, dequantize, integer_weights, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
 
@@ -112,22 +112,16 @@ class MaskingBackend(AggregationBackend):
         w_int, scale = integer_weights(weights)
         modulus = modulus_for(max(sum(w_int.values()), 1), self.bits)
         cost = RoundCost()
-        words, clipped = {}, 0
-        for c in clients:
-            t0 = time.perf_counter()
-            x = vectors[c]
-            clipped += int(np.count_nonzero(np.abs(x) > self.clip))
-            words[c] = quantize(x, self.clip, self.bits, weight=w_int[c], modulus=modulus)
-            cost.client_seconds[c] = time.perf_counter() - t0
+        clipped = sum(int(np.count_nonzero(np.abs(vectors[c]) > self.clip)) for c in clients)
+        quantizers = {c: Quantizer(self.clip, self.bits, w_int[c]) for c in clients}
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active)
-        run = run_round(words, config, dropouts={self.drop_stage: set(dropped)},
+        run = run_round(vectors, config, quantizers=quantizers, dropouts={self.drop_stage: set(dropped)},
                         record_masked=self.record_view, workers=self.workers)
         w_total = sum(w_int[c] for c in run.included)
         t0 = time.perf_counter()
         aggregate = dequantize(run.aggregate, self.clip, self.bits, w_total) / scale
         cost.server_seconds = run.server_seconds + time.perf_counter() - t0
-        for c in clients:
-            cost.client_seconds[c] += run.client_seconds[c]
+        cost.client_seconds = dict(run.client_seconds)
         cost.bytes_up, cost.bytes_down = run.bytes_up, run.bytes_down
         view = ServerView(aggregate=aggregate)
         for c, y in run.masked.items():

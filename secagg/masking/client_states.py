@@ -31,6 +31,7 @@ from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
 from .graph import neighbours_of
+from .quantize import Quantizer, check_float_vector
 
 
 @dataclass
@@ -40,7 +41,8 @@ class ClientContext:
     client_id: int
     identity_key: bytes | None = None  #: Ed25519 private key (active variant)
     pki: dict[int, bytes] | None = None  #: client id -> Ed25519 public key
-    input: np.ndarray | None = None
+    input: np.ndarray | None = None  #: quantized words, or floats when ``quantizer`` is set
+    quantizer: Quantizer | None = None
     config: m.RoundConfig | None = None
     config_bytes: bytes = b""
     digest: bytes = b""
@@ -65,7 +67,7 @@ class ClientState:
     expects: int = 0
     name = "state"
 
-    def handle(self, ctx: ClientContext, data: bytes) -> tuple[ClientState, bytes | None]:
+    def handle(self, ctx: ClientContext, data: bytes) -> tuple[ClientState, bytes | bytearray | None]:
         raise NotImplementedError
 
     def _check_session(self, ctx: ClientContext, session: bytes) -> None:
@@ -105,12 +107,15 @@ def _check_config(cfg: m.RoundConfig, ctx: ClientContext) -> None:
     if cfg.active and (ctx.identity_key is None or ctx.pki is None):
         raise InvalidInputError("active variant needs an identity key and the PKI of every client")
     if ctx.input is not None:
-        _check_input(ctx.input, cfg)
+        _check_input(ctx.input, ctx.quantizer, cfg)
 
 
-def _check_input(x: np.ndarray, cfg: m.RoundConfig) -> None:
+def _check_input(x: np.ndarray, quantizer: Quantizer | None, cfg: m.RoundConfig) -> None:
     if x.shape != (cfg.length,):
         raise InvalidInputError(f"input has shape {x.shape}, the round expects ({cfg.length},)")
+    if quantizer is not None:
+        quantizer.stream(cfg.modulus)  # headroom check
+        return
     if x.dtype != pr.word_dtype(cfg.modulus):
         raise InvalidInputError(f"input dtype {x.dtype} does not match modulus {cfg.modulus}")
     if x.size and int(x.max()) >= cfg.modulus:
@@ -184,6 +189,42 @@ def apply_masks(acc: np.ndarray, keys: list[bytes], signs: list[int], cfg: m.Rou
         (vectors.add_into if sign > 0 else vectors.sub_into)(acc, mask, cfg.modulus)
 
 
+def masked_input_message(ctx: ClientContext, keys: list[bytes], signs: list[int]) -> bytearray:
+    """The MaskedInput message of y = x + sum_i signs[i] PRG_i mod R, packed on the fly.
+
+    For R = 2^r the vector is walked in cache-sized chunks: copy (or quantize) a chunk
+    of x, add every mask's next keystream words, pack it straight into the message
+    buffer (the packer reduces mod R). No full-length quantized or masked copy exists.
+    """
+    cfg, session, sender = ctx.config, ctx.session, ctx.client_id
+    x = ctx.input
+    encode = (ctx.quantizer.stream(cfg.modulus).encode_into if ctx.quantizer is not None
+              else lambda src, dst: np.copyto(dst, src))
+    nbytes = vectors.packed_size(cfg.length, cfg.modulus)
+    head = m.MaskedInput.prefix(session, sender, cfg.length, cfg.modulus, nbytes)
+    message = bytearray(len(head) + nbytes)  # the one buffer the vector is packed into
+    out = np.frombuffer(message, dtype=np.uint8)
+    out[:len(head)] = np.frombuffer(head, dtype=np.uint8)
+    packer = vectors.Packer(out[len(head):], cfg.length, cfg.modulus)
+    dtype = pr.word_dtype(cfg.modulus)
+    if vectors.is_pow2(cfg.modulus):
+        stream = pr.MaskStream(keys, signs, dtype)
+        chunk = np.empty(min(vectors.CHUNK, cfg.length), dtype=dtype)
+        for start in range(0, cfg.length, vectors.CHUNK):
+            part = chunk[:min(vectors.CHUNK, cfg.length - start)]
+            encode(x[start:start + part.size], part)
+            stream.add_to(part)
+            packer.add_chunk(part)
+    else:
+        y = np.empty(cfg.length, dtype=dtype)
+        for start in range(0, cfg.length, vectors.CHUNK):
+            encode(x[start:start + vectors.CHUNK], y[start:start + vectors.CHUNK])
+        apply_masks(y, keys, signs, cfg)
+        for start in range(0, cfg.length, vectors.CHUNK):
+            packer.add_chunk(y[start:start + vectors.CHUNK])
+    return message
+
+
 class ClientMaskedInput(ClientState):
     expects = m.T_FORWARD
     name = "MaskedInputCollection"
@@ -208,7 +249,6 @@ class ClientMaskedInput(ClientState):
             raise RoundAbortedError(
                 f"client {ctx.client_id}: only {len(ctx.held)} neighbours survived key sharing, t={cfg.t}"
             )
-        y = ctx.input.copy()
         u = ctx.client_id
         keys = [mask_key_for(ctx.b_seed, label=pr.LABEL_SELF_MASK, session=ctx.session, cfg=cfg,
                              party=(u, u))]
@@ -218,11 +258,8 @@ class ClientMaskedInput(ClientState):
             keys.append(mask_key_for(shared, label=pr.LABEL_PAIR_MASK, session=ctx.session, cfg=cfg,
                                      party=(min(u, v), max(u, v))))
             signs.append(1 if u < v else -1)
-        apply_masks(y, keys, signs, cfg)
-        vectors.reduce(y, cfg.modulus)
-        packed = vectors.pack(y, cfg.modulus)
         nxt = ClientConsistencyCheck() if cfg.active else ClientUnmasking()
-        return nxt, m.MaskedInput(ctx.session, u, cfg.length, cfg.modulus, packed).to_bytes()
+        return nxt, masked_input_message(ctx, keys, signs)
 
 
 def _check_survivors(ctx: ClientContext, survivors: list[int]) -> None:
@@ -305,15 +342,23 @@ class SecAggClient:
     def client_id(self) -> int:
         return self.ctx.client_id
 
-    def set_input(self, words: np.ndarray) -> None:
-        """The quantized input x_u (words of the round's modulus), before round 2."""
-        words = np.asarray(words)
+    def set_input(self, x: np.ndarray, quantizer: Quantizer | None = None) -> None:
+        """The input x_u, before round 2: words of the round's modulus, or with a
+        ``quantizer`` a float vector that is quantized chunk by chunk while masking."""
+        if quantizer is None:
+            x = np.asarray(x)
+        else:
+            x = check_float_vector(x)
+            if not np.isfinite(x).all():
+                raise InvalidInputError("input has NaN or inf")
         if self.ctx.config is not None:
-            _check_input(words, self.ctx.config)
-        self.ctx.input = words
+            _check_input(x, quantizer, self.ctx.config)
+        self.ctx.input, self.ctx.quantizer = x, quantizer
 
-    def handle(self, data: bytes) -> bytes | None:
-        """Process one server message; wrong-round messages raise ProtocolError."""
+    def handle(self, data: bytes) -> bytes | bytearray | None:
+        """Process one server message and return the reply; wrong-round messages raise
+        ProtocolError. The reply is bytes, except the MaskedInput: a bytearray, the one
+        buffer its vector was packed into (any transport takes either)."""
         mtype = m.message_type(data)
         if mtype != self.state.expects:
             raise ProtocolError(

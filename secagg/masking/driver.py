@@ -31,6 +31,7 @@ from . import messages as m
 from . import primitives as pr
 from .client_states import SecAggClient
 from .graph import GraphParams, find_parameters
+from .quantize import Quantizer
 from .server_states import SecAggServer
 
 STAGES = ("advertise", "share_keys", "masked_input", "consistency", "unmasking")
@@ -63,10 +64,14 @@ def make_config(clients: list[int], length: int, modulus: int, *, k: int | None 
 
 
 def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
+              quantizers: Mapping[int, Quantizer] | None = None,
               dropouts: Mapping[str, set[int] | list[int]] | None = None,
               record_masked: bool = False, workers: int = 1,
               clock: Callable[[], float] = time.perf_counter) -> DriverResult:
     """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
+
+    ``inputs`` are quantized words, or float vectors for the clients that have a
+    ``quantizers`` entry (each quantizes its own vector while masking it).
 
     ``workers > 1`` runs the simulated clients in that many forked processes (each
     client lives in one process for the whole round; messages cross as bytes). The
@@ -87,10 +92,12 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         for c in config.clients:
             idkeys[c], pki[c] = pr.ed25519_keypair()
     clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki) for c in config.clients}
-    for c, x in inputs.items():
-        clients[c].set_input(x)
     res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
                        {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
+    for c, x in inputs.items():
+        t0 = clock()
+        clients[c].set_input(x, (quantizers or {}).get(c))
+        res.client_seconds[c] += clock() - t0
     server = SecAggServer(config, pki=pki, clock=clock)
     pool = (_Pool(clients, workers, clock) if workers > 1 and len(clients) > 1
             else _Local(clients, clock))
@@ -119,15 +126,17 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
 
 
 def _run_clients(clients: Mapping[int, SecAggClient], batch: Mapping[int, bytes], clock):
-    out = []
+    """Yield (client, seconds, reply) one client at a time."""
     for c, data in batch.items():
         t0 = clock()
         reply = clients[c].handle(data)
-        out.append((c, clock() - t0, reply))
-    return out
+        yield c, clock() - t0, reply
 
 
 class _Local:
+    """Clients in this process; each reply reaches the server before the next client
+    runs, so a round holds one masked vector at a time (as a server reading a socket)."""
+
     def __init__(self, clients, clock):
         self.clients, self.clock = clients, clock
 
@@ -168,7 +177,7 @@ def _worker(conn, clients, inherited, clock) -> None:
         except EOFError:
             return
         try:
-            items = _run_clients(clients, {c: d for c, _, d in _unframe(buf)}, clock)
+            items = list(_run_clients(clients, {c: d for c, _, d in _unframe(buf)}, clock))
             conn.send_bytes(b"\x00" + _frame(items))
         except Exception as exc:  # reported to the driver, which re-raises it
             conn.send_bytes(b"\x01" + f"{type(exc).__name__}\n{exc}".encode())

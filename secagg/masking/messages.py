@@ -47,7 +47,7 @@ class _Reader:
     def __init__(self, data: bytes, what: str) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise MalformedMessageError(f"{what}: expected bytes, got {type(data).__name__}")
-        self.data = bytes(data)
+        self.data = memoryview(data).cast("B")  # no copy of a multi-megabyte message
         self.pos = 0
         self.what = what
 
@@ -57,7 +57,7 @@ class _Reader:
                 f"{self.what}: truncated reading {field_name} ({n} bytes at offset {self.pos}, "
                 f"message has {len(self.data)})"
             )
-        out = self.data[self.pos:self.pos + n]
+        out = bytes(self.data[self.pos:self.pos + n])
         self.pos += n
         return out
 
@@ -81,6 +81,12 @@ class _Reader:
 
     def blob(self, name: str) -> bytes:
         return self.take(self.count(name, 1), name)
+
+    def blob_view(self, name: str) -> memoryview:
+        """A length-prefixed field as a zero-copy view (for multi-megabyte vectors)."""
+        n = self.count(name, 1)  # checked against the bytes left
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
 
     def ids(self, name: str) -> list[int]:
         n = self.count(name, 4)
@@ -355,11 +361,17 @@ class MaskedInput:
     sender: int
     length: int
     modulus: int
-    packed: bytes
+    packed: bytes | memoryview
+
+    @staticmethod
+    def prefix(session: bytes, sender: int, length: int, modulus: int, packed_len: int) -> bytes:
+        """Everything before the packed vector (lets a client pack straight into the message)."""
+        return b"".join([_header(T_MASKED), session, struct.pack(">IQ", sender, length),
+                         modulus.to_bytes(9, "big"), struct.pack(">I", packed_len)])
 
     def to_bytes(self) -> bytes:
-        return b"".join([_header(T_MASKED), self.session, struct.pack(">IQ", self.sender, self.length),
-                         self.modulus.to_bytes(9, "big"), _blob(self.packed)])
+        head = self.prefix(self.session, self.sender, self.length, self.modulus, len(self.packed))
+        return head + bytes(self.packed)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MaskedInput:
@@ -367,7 +379,7 @@ class MaskedInput:
         session = r.take(32, "session")
         sender, length = r.u32("sender"), r.u64("length")
         modulus = int.from_bytes(r.take(9, "modulus"), "big")
-        packed = r.blob("packed")
+        packed = r.blob_view("packed")
         r.done()
         return cls(session, sender, length, modulus, packed)
 

@@ -232,38 +232,41 @@ def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
     return out
 
 
-def add_keystreams(acc: np.ndarray, keys: list[bytes], signs: list[int], *,
-                   chunk_words: int = 32768, group: int = 512) -> None:
-    """acc += sum_i signs[i] * PRG(keys[i]) as raw machine words, wrap-around (R = 2^r).
+class MaskStream:
+    """The running sum  sum_i signs[i] PRG(keys[i])  of several masks, read in pieces.
 
-    The masks are never materialised: each key keeps an open AES-CTR context and the
-    vector is walked in chunks of ``chunk_words`` words, adding every mask's next piece
-    of keystream while the chunk of ``acc`` sits in cache (one pass over ``acc`` per
-    group of masks instead of one per mask). Equivalent to adding the full keystreams.
+    Each key keeps an open AES-CTR context; :meth:`add_to` adds the next ``len(part)``
+    words of every mask to ``part`` in place (wrap-around in its dtype, i.e. mod 2^32
+    or 2^64, hence mod any R = 2^r after the final reduction). Walking a vector in
+    cache-sized chunks adds all masks to a chunk while it sits in cache, and no mask is
+    ever materialised in full. Equivalent to adding the full keystreams.
     """
-    if len(keys) != len(signs):
-        raise InvalidInputError("one sign per key")
-    dtype = acc.dtype
-    width = dtype.itemsize
-    n = acc.size
-    chunk = min(chunk_words, n) if n else 1
-    buf = np.empty(chunk * width + 16, dtype=np.uint8)
-    zeros = _zeros(chunk * width)
-    for g in range(0, len(keys), group):
-        ctxs = [Cipher(algorithms.AES(k), modes.CTR(bytes(16))).encryptor() for k in keys[g:g + group]]
-        sg = signs[g:g + group]
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            nbytes = (stop - start) * width
-            part = acc[start:stop]
-            src = zeros if nbytes == len(zeros) else _zeros(nbytes)
-            for ctx, sign in zip(ctxs, sg):
-                ctx.update_into(src, buf)
-                words = buf[:nbytes].view(dtype)
-                if sign > 0:
-                    np.add(part, words, out=part)
-                else:
-                    np.subtract(part, words, out=part)
+
+    def __init__(self, keys: list[bytes], signs: list[int], dtype: np.dtype) -> None:
+        if len(keys) != len(signs):
+            raise InvalidInputError("one sign per key")
+        self._ctxs = [Cipher(algorithms.AES(k), modes.CTR(bytes(16))).encryptor() for k in keys]
+        self._signs = signs
+        self._dtype = np.dtype(dtype)
+        self._buf = np.empty(0, dtype=np.uint8)
+
+    def add_to(self, part: np.ndarray) -> None:
+        nbytes = part.size * self._dtype.itemsize
+        if self._buf.size < nbytes + 16:
+            self._buf = np.empty(nbytes + 16, dtype=np.uint8)
+        words = self._buf[:nbytes].view(self._dtype)
+        zeros = _zeros(nbytes)
+        for ctx, sign in zip(self._ctxs, self._signs):
+            ctx.update_into(zeros, self._buf)
+            (np.add if sign > 0 else np.subtract)(part, words, out=part)
+
+
+def add_keystreams(acc: np.ndarray, keys: list[bytes], signs: list[int], *,
+                   chunk_words: int = 1 << 15) -> None:
+    """acc += sum_i signs[i] PRG(keys[i]) as raw machine words (R = 2^r), chunk by chunk."""
+    stream = MaskStream(keys, signs, acc.dtype)
+    for start in range(0, acc.size, chunk_words):
+        stream.add_to(acc[start:start + chunk_words])
 
 
 class CtrStream:

@@ -17,15 +17,16 @@ sum_i w_i x_i ~= S step - c W (unbiased; error per coordinate <= W step).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from ..errors import HeadroomExceededError, InvalidInputError
 from .primitives import CtrStream, word_dtype
+from .vectors import CHUNK
 
 MAX_MODULUS_BITS = 64
-CHUNK = 1 << 16  #: entries quantized per CSPRNG refill
 
 
 def check_quant_params(clip: float, bits: int) -> None:
@@ -58,54 +59,98 @@ def modulus_for(total_weight: int, bits: int) -> int:
     return 1 << max(r, 1)
 
 
+@dataclass(frozen=True)
+class Quantizer:
+    """A client's encoder: clip to [-c, c], b-bit stochastic rounding, integer weight w.
+
+    ``rounding_key`` keys the AES-CTR stream of rounding bits; leave it None for a fresh
+    ``os.urandom`` key per vector (the secure default). A fixed key makes the rounding
+    reproducible, which only a test or benchmark that re-derives the quantized input
+    needs. :meth:`stream` encodes a vector chunk by chunk, so a client can quantize,
+    mask and pack one cache-sized chunk at a time (client_states.masked_input_message).
+    """
+
+    clip: float
+    bits: int
+    weight: int = 1
+    rounding_key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        check_quant_params(self.clip, self.bits)
+        if not isinstance(self.weight, int | np.integer) or self.weight < 0:
+            raise InvalidInputError(f"weight must be an integer >= 0, got {self.weight!r}")
+        if self.rounding_key is not None and len(self.rounding_key) != 32:
+            raise InvalidInputError("rounding_key must be 32 bytes")
+
+    def stream(self, modulus: int) -> QuantizerStream:
+        """A fresh encoder for one vector under the round modulus (headroom checked)."""
+        if ((1 << self.bits) - 1) * int(self.weight) >= modulus:
+            raise HeadroomExceededError(
+                f"weight {self.weight} x {self.bits}-bit values do not fit modulus {modulus}"
+            )
+        return QuantizerStream(self, modulus)
+
+    def encode(self, x: np.ndarray, modulus: int) -> np.ndarray:
+        """The whole vector's words (uint32 or uint64, by ``modulus``) holding w q."""
+        x = check_float_vector(x)
+        stream = self.stream(modulus)
+        out = np.empty(x.size, dtype=word_dtype(modulus))
+        for start in range(0, x.size, CHUNK):
+            stream.encode_into(x[start:start + CHUNK], out[start:start + CHUNK])
+        return out
+
+
+class QuantizerStream:
+    """Encodes consecutive chunks of one vector; rounding bits continue across chunks."""
+
+    def __init__(self, quantizer: Quantizer, modulus: int) -> None:
+        self.q = quantizer
+        self.inv_step = 1.0 / step_size(quantizer.clip, quantizer.bits)
+        self.top = float((1 << quantizer.bits) - 1)
+        self.rng = CtrStream(quantizer.rounding_key or os.urandom(32))
+        self.weight = word_dtype(modulus).type(quantizer.weight)
+
+    def encode_into(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out = w q(x) for the next chunk x (float64); NaN or inf raises InvalidInputError."""
+        if _quantize(x, float(self.q.clip), self.inv_step, self.top, self.rng.words32(x.size), out):
+            raise InvalidInputError("quantize needs finite values: the vector has NaN or inf")
+        if self.q.weight != 1:
+            out *= self.weight
+
+
+def check_float_vector(x: np.ndarray) -> np.ndarray:
+    """A 1-D float64 vector (NaN and inf are caught while encoding)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise InvalidInputError(f"quantize needs a 1-D float vector, got shape {x.shape}")
+    return x
+
+
 def quantize(x: np.ndarray, clip: float, bits: int, *, weight: int = 1,
-             modulus: int | None = None) -> np.ndarray:
+             modulus: int | None = None, rounding_key: bytes | None = None) -> np.ndarray:
     """Clip, stochastically round (CSPRNG) and multiply by the integer ``weight``.
 
     Returns the words (uint32 or uint64, by ``modulus``) holding w q, q in [0, 2^b - 1].
     """
-    check_quant_params(clip, bits)
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1:
-        raise InvalidInputError(f"quantize needs a 1-D float vector, got shape {x.shape}")
-    if not isinstance(weight, int | np.integer) or weight < 0:
-        raise InvalidInputError(f"weight must be an integer >= 0, got {weight!r}")
-    modulus = modulus_for(max(int(weight), 1), bits) if modulus is None else modulus
-    if ((1 << bits) - 1) * int(weight) >= modulus:
-        raise HeadroomExceededError(f"weight {weight} x {bits}-bit values do not fit modulus {modulus}")
-    dtype = word_dtype(modulus)
-    out = np.empty(x.size, dtype=dtype)
-    inv_step, top = 1.0 / step_size(clip, bits), float((1 << bits) - 1)
-    # random words come chunk by chunk from one CSPRNG stream into a small reused buffer
-    rng = CtrStream(os.urandom(32))
-    for start in range(0, x.size, CHUNK):
-        stop = min(start + CHUNK, x.size)
-        bad = _quantize(x[start:stop], float(clip), inv_step, top, rng.words32(stop - start),
-                        out[start:stop])
-        if bad:
-            raise InvalidInputError("quantize needs finite values: the vector has NaN or inf")
-    if weight != 1:
-        out *= dtype.type(weight)
-    return out
+    q = Quantizer(clip, bits, weight, rounding_key)
+    return q.encode(x, modulus_for(max(int(weight), 1), bits) if modulus is None else modulus)
 
 
 @njit(cache=True)
 def _quantize(x, clip, inv_step, top, rand32, out):
-    """out[i] = floor(u) + [r_i 2^-32 < frac(u)],  u = (clip(x_i) + c) / step.
+    """out[i] = floor(u + r_i 2^-32),  u = (clip(x_i) + c) / step  (stochastic rounding).
 
-    Returns the number of non-finite inputs (the caller raises if any).
+    floor(u + r) with r uniform in [0, 1) is floor(u) + 1 with probability frac(u), so
+    E[q] = u (up to the float64 rounding of u + r: 2^-30 of a step at 2^22 levels);
+    the loop has no data-dependent branch. Returns how many inputs were NaN
+    or infinite (the caller raises if any).
     """
     bad = 0
     for i in range(x.shape[0]):
         xi = x[i]
-        if not np.isfinite(xi):
-            bad += 1
-            continue
+        bad += not (abs(xi) < np.inf)
         v = min(max(xi, -clip), clip)
-        u = (v + clip) * inv_step
-        q = np.floor(u)
-        if rand32[i] * 2.3283064365386963e-10 < u - q:
-            q += 1.0
+        q = np.floor((v + clip) * inv_step + rand32[i] * 2.3283064365386963e-10)
         out[i] = min(q, top)
     return bad
 

@@ -54,7 +54,7 @@ class SecAggServer:
         self.u3: list[int] = []
         self.acc = np.zeros(config.length, dtype=pr.word_dtype(config.modulus))
         self.masked_from: set[int] = set()
-        self.last_masked: np.ndarray | None = None  #: the latest y_u received (for ServerView)
+        self._last_masked: m.MaskedInput | None = None
         self.signatures: dict[int, bytes] = {}
         self.unmask_in: dict[int, m.UnmaskResponse] = {}
         self.result: np.ndarray | None = None
@@ -65,6 +65,12 @@ class SecAggServer:
     @property
     def stage_name(self) -> str:
         return self.STAGES[self.stage]
+
+    @property
+    def last_masked(self) -> np.ndarray | None:
+        """The latest masked input y_u received, unpacked (what the server saw; ServerView)."""
+        msg = self._last_masked
+        return None if msg is None else vectors.unpack(msg.packed, msg.length, msg.modulus, self.acc.dtype)
 
     def start(self) -> bytes:
         """The RoundConfig broadcast to every client."""
@@ -179,10 +185,9 @@ class SecAggServer:
         self._session_ok(msg.session, msg.sender)
         if msg.length != self.config.length or msg.modulus != self.config.modulus:
             raise ProtocolError(f"server: masked input of client {msg.sender} has the wrong length or modulus")
-        y = vectors.unpack(msg.packed, msg.length, msg.modulus, self.acc.dtype)
-        vectors.add_into(self.acc, y, self.config.modulus)
+        vectors.unpack_add(self.acc, msg.packed, msg.length, msg.modulus)
         self.masked_from.add(msg.sender)
-        self.last_masked = y
+        self._last_masked = msg
 
     def _close_masked(self) -> dict[int, bytes]:
         self.u3 = sorted(self.masked_from)
