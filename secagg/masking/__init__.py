@@ -1,11 +1,12 @@
 """SecAgg and SecAgg+ pairwise-mask secure aggregation (Bonawitz et al. 2017; Bell et al. 2020).
 
-* :mod:`.primitives`: X25519, HKDF-SHA256 labels, AES-256-GCM, AES-CTR mask PRG, Ed25519.
+* :mod:`.primitives`: X25519, HKDF-SHA256 labels, AES-256-GCM, AES-256-CTR mask PRG, Ed25519.
 * :mod:`.shamir`: vectorised prime-field Shamir with cached Lagrange coefficients.
 * :mod:`.messages`: versioned, length-checked wire messages (no pickle).
 * :mod:`.client_states` / :mod:`.server_states`: one state per protocol round.
 * :mod:`.graph`: Harary graph, session-derived relabelling, automatic (k, t) finder.
-* :mod:`.quantize`: clipping, CSPRNG stochastic rounding, headroom-sized modulus.
+* :mod:`.quantize`: clipping, CSPRNG stochastic rounding (``Quantizer``, a client's
+  chunk-by-chunk encoder), headroom-sized modulus.
 * :mod:`.driver`: in-process simulation with dropouts at every stage.
 * :mod:`.backend`: the ``"secagg"`` and ``"secagg+"`` aggregation backends.
 """
@@ -14,13 +15,14 @@ from .client_states import SecAggClient
 from .driver import STAGES, DriverResult, make_config, run_round
 from .graph import GraphParams, find_parameters
 from .messages import RoundConfig
-from .quantize import dequantize, modulus_for, quantize
+from .quantize import Quantizer, dequantize, modulus_for, quantize
 from .server_states import SecAggServer
 
 __all__ = [
     "STAGES",
     "DriverResult",
     "GraphParams",
+    "Quantizer",
     "RoundConfig",
     "SecAggClient",
     "SecAggServer",
