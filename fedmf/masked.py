@@ -7,10 +7,19 @@ statistics mu and n_j of its setup aggregation are computed from them), and the 
 predicts  r^_ij = m_ij + mu + <u'_i, v'_j>, clipped to 1..5. The mask never leaves the
 device. This is our reconstruction from the paper's abstract, not the paper's text.
 
+Private noise. ``noise_sigma`` > 0 adds a private Gaussian draw (``os.urandom``, fixed
+for the run) to the mask of every training rating (:class:`secagg.personal_mask.PrivateNoise`):
+the only item-varying part of a mask the server cannot fit. With ``refit``, each device
+re-solves its private user vector and bias on the *denoised* targets r - f (ridge, the
+final item matrix) before predicting: local post-processing that removes the noise
+from the user's own parameters (the shared item matrix keeps what it learnt).
+
 Leakage, measured not claimed. A server holding plaintext uploads runs the
 gradient-leakage attack (:mod:`attacks.gradient_leakage`); on masked uploads it
-recovers r~ = r - m at best. Its estimate of the true ratings r is then the best of
-these public-knowledge de-masking estimators (:func:`demask`):
+recovers r~ = r - m exactly. Its estimate of the true ratings r is then the best of
+these estimators (:func:`demask`), which use only public knowledge, including the mask
+design itself (:class:`MaskDesign`: which public features the local model regresses on,
+and the noise level; Kerckhoffs: the code is public):
 
 * ``recovered``: r~ itself (a server unaware of the mask);
 * ``public_mean``: r~ + mu_pub (the mask is centred on the user's mean; mu_pub is the
@@ -18,16 +27,28 @@ these public-knowledge de-masking estimators (:func:`demask`):
 * ``integer_snap``: r~ + c with the shift c that makes r~ + c most likely under the
   public rating histogram on the integer scale (maximum likelihood over a 0.01 grid,
   then refined to the mean distance to the nearest integers): it undoes any constant
-  per-user mask, using only that ratings are integers.
+  per-user mask, using only that ratings are integers;
+* ``em_*`` (``_map`` for the exact metric, ``_mean`` for RMSE): the mask family's private
+  parameters fitted by expectation-maximisation. Model: r_j in 1..5 with the public
+  histogram as prior, r_j = r~_j + <B_j, w> + eta_j, eta ~ N(0, sigma^2 + 0.05^2) with
+  B the design's public basis (``em_shift``: intercept only; ``em_basis``: intercept +
+  the public features of the user's items) and sigma the public noise level. E-step:
+  posterior over each r_j; M-step: w by least squares on the posterior means; started
+  from the best shifts of the grid, the highest-likelihood fit wins. With sigma = 0 it
+  snaps ridge masks on public features to the integer grid (each genre combination is
+  one constant to undo), not only constant ones.
 
-The no-knowledge guess is mu_pub for every rating. :func:`leakage` scores an estimate by
-the fraction of ratings it recovers exactly (``exact_fraction``, after rounding and
-clipping to the scale) and by RMSE, against the guess. :class:`RatingAuditor` is the
-self-audit behind :class:`secagg.adaptive.SelfAuditPolicy`: before an upload leaves in
-clear, the user runs the attack on it and on its previous plaintext upload (the pair the
-server would hold) and returns the best estimator's advantage over the guess; with no
-previous plaintext upload the two-round attack cannot run yet, and the user scores its
-own masked targets r~ (what the attack recovers once a second plaintext round follows).
+The no-knowledge guess is mu_pub for every rating. :func:`leakage` scores the estimators
+by the fraction of ratings recovered exactly (``exact_fraction``, after rounding and
+clipping to the scale) and by RMSE, against the guess, taking the best estimator for
+each metric separately (judged with the truth: an upper bound on a real server).
+:class:`RatingAuditor` is the self-audit behind :class:`secagg.adaptive.SelfAuditPolicy`:
+before an upload leaves in clear, the user runs the attack on it and on its previous
+plaintext upload (the pair the server would hold) and returns the best estimators'
+advantage over the guess, per metric (default: exact AND RMSE, each must stay within the
+margin); with no previous plaintext upload the two-round attack cannot run yet, and the
+user scores its own masked targets r~ (what the attack recovers once a second plaintext
+round follows).
 """
 
 from __future__ import annotations
@@ -43,15 +64,19 @@ from secagg.personal_mask import (
     LocalMFModel,
     LocalModel,
     PersonalMask,
+    PrivateNoise,
     RidgeModel,
     fit_personal_mask,
 )
 
 from .data import Split, locate
 from .errors import ConfigError
+from .metrics import rmse
+from .model import predict
 from .trainer import FedMFTrainer
 
 MASK_MODELS = ("ridge", "bias", "mf")
+AUDIT_METRICS = ("exact", "rmse")
 RATING_SCALE = (1, 5)
 
 
@@ -97,30 +122,52 @@ class _PerUserMF:
         return lambda items: predict(np.column_stack([np.zeros_like(items), items]))
 
 
+@dataclass(frozen=True)
+class MaskDesign:
+    """What the server knows about the masks: the public basis the local models are
+    linear in (``features``: the public item features of a ridge mask, None for masks
+    with no public item structure) and the private noise level ``noise_sigma``."""
+
+    features: np.ndarray | None = None
+    noise_sigma: float = 0.0
+
+    def basis(self, items: np.ndarray) -> np.ndarray:
+        """The (n, 1 + d) public basis for one user's rated ``items`` (intercept first)."""
+        ones = np.ones((items.size, 1))
+        return ones if self.features is None else np.hstack([ones, self.features[items]])
+
+
 @dataclass
 class MaskedSplit:
     """A split whose training ratings are the masked targets r - m, and the masks.
 
     ``test_offset[k]`` is the mask of test rating k (added to the federated prediction).
-    Users without training ratings have no local model; their offset is the public
-    midpoint of the rating scale.
+    ``clean_train_mask`` is the mask without its private noise (the device's denoised
+    targets are r - clean_train_mask). Users without training ratings have no local
+    model; their offset is the public midpoint of the rating scale.
     """
 
     split: Split
     masks: dict[int, PersonalMask]
     train_mask: np.ndarray
     test_offset: np.ndarray
+    design: MaskDesign = field(default_factory=MaskDesign)
+    clean_train_mask: np.ndarray | None = None
 
     @property
     def fitted_counts(self) -> dict[int, int]:
         return {u: m.n_fitted for u, m in self.masks.items()}
 
 
-def mask_split(split: Split, model: LocalModel) -> MaskedSplit:
-    """Fit every user's mask on its own training ratings and mask the training targets."""
+def mask_split(split: Split, model: LocalModel, *, noise_sigma: float = 0.0,
+               design: MaskDesign | None = None) -> MaskedSplit:
+    """Fit every user's mask on its own training ratings and mask the training targets
+    (with ``noise_sigma`` > 0, plus private noise: :class:`PrivateNoise`)."""
     train, test = split.train, split.test
+    if noise_sigma > 0:
+        model = PrivateNoise(model, noise_sigma)
     train_rows, test_rows = train.rows_by_user(), test.rows_by_user()
-    train_mask = np.zeros(len(train))
+    train_mask, clean = np.zeros(len(train)), np.zeros(len(train))
     test_offset = np.full(len(test), float(sum(RATING_SCALE)) / 2)
     masks = {}
     for u in range(train.n_users):
@@ -130,10 +177,39 @@ def mask_split(split: Split, model: LocalModel) -> MaskedSplit:
         mask = fit_personal_mask(model, train.items[rows], train.ratings[rows])
         masks[u] = mask
         train_mask[rows] = mask.values(train.items[rows])
+        clean[rows] = mask.base_values(train.items[rows])
         test_offset[test_rows[u]] = mask.values(test.items[test_rows[u]])
     masked_train = replace(train, ratings=train.ratings - train_mask, name=f"{train.name} masked")
+    design = replace(design or MaskDesign(), noise_sigma=float(noise_sigma))
     return MaskedSplit(Split(masked_train, test, split.validation, f"{split.name} masked"),
-                       masks, train_mask, test_offset)
+                       masks, train_mask, test_offset, design, clean)
+
+
+def mask_design(kind: str, dataset: str, split: Split) -> MaskDesign:
+    """The public basis of a mask model (ridge: its public item features)."""
+    return MaskDesign(item_genres(dataset, split)) if kind == "ridge" else MaskDesign()
+
+
+def refit_private(trainer: FedMFTrainer, targets: np.ndarray) -> np.ndarray:
+    """Device-side refit of every user's private coordinates (u_i, b_i) on ``targets``
+    with the final item matrix: the minimiser of the local objective
+    (1/n_i) sum_j (t_ij - mu - c_j - <u_i, v_j> - b_i)^2 + lambda |(u_i, b_i)|^2
+    (a ridge solve). Returns the refitted user matrix; nothing is uploaded."""
+    cfg, train, V = trainer.config, trainer.split.train, trainer.V
+    U, free = trainer.U.copy(), cfg.user_mask
+    for u in trainer.participants():
+        rows = trainer.user_rows[u]
+        Vr = V[train.items[rows]]
+        X, y = Vr[:, free], targets[rows] - trainer.mu - Vr[:, ~free] @ U[u, ~free]
+        n = rows.size
+        U[u, free] = np.linalg.solve(X.T @ X / n + cfg.reg * np.eye(X.shape[1]), X.T @ y / n)
+    return U
+
+
+def test_rmse(trainer: FedMFTrainer, U: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
+    """Test RMSE of the model (mu + offset + <u'_i, v'_j>, clipped) with user matrix U."""
+    test = trainer.split.test
+    return rmse(predict(trainer.mu + offset, U, trainer.V, test.users, test.items), test.ratings)
 
 
 # --------------------------------------------------------------------------- leakage
@@ -153,25 +229,100 @@ class PublicPrior:
         return cls(float(ratings.mean()), hist / hist.sum())
 
 
-def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2) -> dict[str, np.ndarray]:
-    """The server's public-knowledge estimates of r from recovered masked targets r~."""
-    levels = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1, dtype=np.float64)
+LEVELS = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1, dtype=np.float64)
+SHIFT_GRID = np.arange(-250, 251) * 0.01
+EM_FLOOR = 0.05  # noise floor of the EM model: keeps the E-step finite at sigma = 0
+
+
+def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2,
+           basis: np.ndarray | None = None, noise_sigma: float = 0.0) -> dict[str, np.ndarray]:
+    """The server's public-knowledge estimates of r from recovered masked targets r~
+    (see the module docstring). ``basis``: the mask design's public basis for these
+    ratings (intercept first); ``noise_sigma``: the design's private noise level."""
     centre = prior.mean - recovered.mean()
-    shifts = centre + np.arange(-250, 251) * 0.01
-    x = recovered[None, :, None] + shifts[:, None, None] - levels[None, None, :]
-    like = np.log(np.exp(-0.5 * (x / sigma) ** 2) @ prior.histogram + 1e-300).sum(axis=1)
+    shifts = centre + SHIFT_GRID
+    like = _shift_likelihood(recovered, shifts, prior, sigma)
     snapped = recovered + shifts[int(np.argmax(like))]
     snapped += np.mean(np.rint(snapped) - snapped)  # refine below the grid step
-    return {
+    out = {
         "recovered": recovered,
         "public_mean": recovered + prior.mean,
         "integer_snap": snapped,
     }
+    bases = {"em_shift": np.ones((recovered.size, 1))}
+    if basis is not None and basis.shape[1] > 1:
+        bases["em_basis"] = basis
+    scale = float(np.hypot(noise_sigma, EM_FLOOR))
+    starts = _best_shifts(recovered, shifts, prior, scale)
+    for name, B in bases.items():
+        post = _em_posterior(recovered, B, prior, scale, starts)
+        out[f"{name}_map"] = LEVELS[np.argmax(post, axis=1)]
+        out[f"{name}_mean"] = post @ LEVELS
+    return out
+
+
+def _shift_likelihood(recovered, shifts, prior, scale):
+    """log-likelihood of r~ + c under the histogram blurred by N(0, scale^2), per shift c."""
+    x = recovered[None, :, None] + shifts[:, None, None] - LEVELS[None, None, :]
+    return np.log(np.exp(-0.5 * (x / scale) ** 2) @ prior.histogram + 1e-300).sum(axis=1)
+
+
+def _best_shifts(recovered, shifts, prior, scale, k: int = 2, modes: int = 4) -> np.ndarray:
+    """EM starting points: the ``k`` most likely local maxima of the shift likelihood,
+    and the ``modes`` most frequent fractional parts of -r~ shared by >= 2 ratings (a
+    mask constant on a group of ratings, e.g. one genre combination, gives that group
+    one exact fractional part), each placed at the integer nearest the grid's best shift."""
+    like = _shift_likelihood(recovered, shifts, prior, max(scale, 0.2))
+    peaks = np.flatnonzero((like >= np.roll(like, 1)) & (like >= np.roll(like, -1)))
+    starts = list(shifts[peaks[np.argsort(like[peaks])[::-1][:k]]])
+    frac, counts = np.unique(np.round(np.mod(-recovered, 1.0), 6), return_counts=True)
+    centre = starts[0] if starts else 0.0
+    for f in frac[np.argsort(counts)[::-1][:modes]][counts[np.argsort(counts)[::-1][:modes]] >= 2]:
+        starts.append(f + np.round(centre - f))
+    return np.array(starts)
+
+
+def _em_posterior(y, B, prior, scale, starts, iters: int = 40, ridge: float = 1e-6) -> np.ndarray:
+    """EM for r_j = y_j + <B_j, w> + N(0, scale^2), r_j in LEVELS with the public prior;
+    returns the (n, 5) posterior of the best-likelihood start (M-step: least squares on
+    the posterior means, ``ridge`` on the non-intercept coefficients)."""
+    log_prior = np.log(prior.histogram + 1e-12)
+    penalty = ridge * np.eye(B.shape[1])
+    penalty[0, 0] = 1e-9
+    gram = B.T @ B + penalty
+    best = (-np.inf, None)
+    for c in starts:
+        w = np.zeros(B.shape[1])
+        w[0] = c
+        for _ in range(iters):
+            post, loglik = _e_step(y + B @ w, log_prior, scale)
+            w_new = np.linalg.solve(gram, B.T @ (post @ LEVELS - y))
+            if np.allclose(w_new, w, atol=1e-9):
+                break
+            w = w_new
+        post, loglik = _e_step(y + B @ w, log_prior, scale)
+        if loglik > best[0]:
+            best = (loglik, post)
+    return best[1]
+
+
+def _e_step(z, log_prior, scale):
+    """Posterior over LEVELS of each r_j given z_j = r_j + N(0, scale^2), and the log-likelihood."""
+    log_p = log_prior - 0.5 * ((LEVELS - z[:, None]) / scale) ** 2
+    top = log_p.max(axis=1, keepdims=True)
+    post = np.exp(log_p - top)
+    norm = post.sum(axis=1, keepdims=True)
+    return post / norm, float(np.sum(top[:, 0] + np.log(norm[:, 0])))
 
 
 @dataclass(frozen=True)
 class Leakage:
-    """How well the server's best estimate recovers one user's true ratings, vs the guess."""
+    """How well the server's best estimates recover one user's true ratings, vs the guess.
+
+    ``exact_fraction`` is the best estimator's under the exact metric (``estimator``),
+    ``rmse`` the best one's under RMSE (``rmse_estimator``); ``per_estimator`` holds
+    (exact, rmse) of every estimator.
+    """
 
     n: int
     exact_fraction: float
@@ -179,17 +330,24 @@ class Leakage:
     guess_exact_fraction: float
     guess_rmse: float
     estimator: str
+    rmse_estimator: str = ""
+    per_estimator: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def advantage(self, metric: str = "exact") -> float:
         """Attack minus guess: exact fractions, or guess RMSE minus attack RMSE."""
+        if metric not in AUDIT_METRICS:
+            raise ConfigError(f"metric must be one of {AUDIT_METRICS}, got {metric!r}")
         if metric == "exact":
             return self.exact_fraction - self.guess_exact_fraction
         return self.guess_rmse - self.rmse
 
 
-def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior, metric: str = "exact") -> Leakage:
-    """Score the best de-masking estimator (by ``metric``, ties by the other one; judged
-    with the truth: an upper bound on a server that must pick one without it)."""
+def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior,
+            design: MaskDesign | None = None, items: np.ndarray | None = None) -> Leakage:
+    """Score every de-masking estimator, and keep the best one per metric (ties broken
+    by the other metric; judged with the truth: an upper bound on a server that must
+    pick one without it). ``design`` and the user's ``items`` enable the design-aware
+    estimators."""
     lo, hi = RATING_SCALE
     guess = np.full(true.shape, prior.mean)
 
@@ -198,13 +356,71 @@ def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior, metric:
         return float(np.mean(rounded == true)), float(np.sqrt(np.mean((np.clip(est, lo, hi) - true) ** 2)))
 
     g_exact, g_rmse = score(guess)
-    best = None
-    for name, est in demask(recovered, prior).items():
-        exact, err = score(est)
-        key = (exact, -err) if metric == "exact" else (-err, exact)
-        if best is None or key > best[0]:
-            best = (key, Leakage(true.size, exact, err, g_exact, g_rmse, name))
-    return best[1]
+    design = design or MaskDesign()
+    basis = design.basis(items) if items is not None else None
+    scores = {name: score(est) for name, est in
+              demask(recovered, prior, basis=basis, noise_sigma=design.noise_sigma).items()}
+    by_exact = max(scores, key=lambda k: (scores[k][0], -scores[k][1]))
+    by_rmse = max(scores, key=lambda k: (-scores[k][1], scores[k][0]))
+    return Leakage(true.size, scores[by_exact][0], scores[by_rmse][1], g_exact, g_rmse,
+                   by_exact, by_rmse, scores)
+
+
+def oracle_leakage(true: np.ndarray, recovered: np.ndarray, clean_mask: np.ndarray,
+                   prior: PublicPrior, noise_sigma: float) -> Leakage:
+    """An upper bound on ANY server's estimate from recovered r~ = r - f - eta: the
+    Bayes-optimal estimator that is also handed the participant's whole local model f
+    (the clean mask) and knows only the noise law eta ~ N(0, sigma^2): MAP for the
+    exact metric, posterior mean for RMSE. Not a server capability: a bound that does
+    not depend on how clever the de-masking estimators are."""
+    post, _ = _e_step(recovered + clean_mask, np.log(prior.histogram + 1e-12),
+                      float(np.hypot(noise_sigma, 1e-3)))
+    lo, hi = RATING_SCALE
+    guess = np.full(true.shape, prior.mean)
+    exact = float(np.mean(LEVELS[np.argmax(post, axis=1)] == true))
+    err = float(np.sqrt(np.mean((post @ LEVELS - true) ** 2)))
+    g_exact = float(np.mean(np.clip(np.rint(guess), lo, hi) == true))
+    g_rmse = float(np.sqrt(np.mean((guess - true) ** 2)))
+    return Leakage(true.size, exact, err, g_exact, g_rmse, "oracle_map", "oracle_mean",
+                   {"oracle": (exact, err)})
+
+
+def mask_leakage(masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior,
+                 margin: float) -> dict[str, object]:
+    """Leakage of every user's masked targets r~ (what the two-round attack recovers,
+    exactly, from plaintext uploads: ``masked_targets_rmse`` of :func:`attack_masked_uploads`),
+    scored with the design-aware estimators and with the :func:`oracle_leakage` bound.
+
+    ``fraction_within_margin``: users whose advantage is <= ``margin`` under exact AND
+    RMSE (who would pass the self-audit before their first plaintext pair); the
+    ``_exact_only`` variant is the old single-metric audit. Pooled over ratings.
+    """
+    train = masked.split.train
+    out = {}
+    for name in ("estimators", "oracle"):
+        n = exact = sq = g_exact = g_sq = 0.0
+        within = within_exact = users = 0
+        for rows in train.rows_by_user():
+            if rows.size == 0:
+                continue
+            true, rec = true_train[rows], train.ratings[rows]
+            score = (leakage(true, rec, prior, masked.design, train.items[rows]) if name == "estimators"
+                     else oracle_leakage(true, rec, masked.clean_train_mask[rows], prior,
+                                         masked.design.noise_sigma))
+            users += 1
+            n += rows.size
+            exact += score.exact_fraction * rows.size
+            sq += score.rmse**2 * rows.size
+            g_exact += score.guess_exact_fraction * rows.size
+            g_sq += score.guess_rmse**2 * rows.size
+            within += max(score.advantage("exact"), score.advantage("rmse")) <= margin
+            within_exact += score.advantage("exact") <= margin
+        out[name] = {"users": users, "exact_fraction": exact / n, "rmse": float(np.sqrt(sq / n)),
+                     "guess_exact_fraction": g_exact / n, "guess_rmse": float(np.sqrt(g_sq / n)),
+                     "fraction_within_margin": within / users,
+                     "fraction_within_margin_exact_only": within_exact / users}
+    out["margin"] = margin
+    return out
 
 
 @dataclass
@@ -222,17 +438,18 @@ class RatingAuditor:
     """
 
     def __init__(self, trainer, masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior,
-                 metric: str = "exact") -> None:
-        if metric not in ("exact", "rmse"):
-            raise ConfigError(f"audit metric must be 'exact' or 'rmse', got {metric!r}")
-        self.trainer, self.prior, self.metric = trainer, prior, metric
+                 metrics: tuple[str, ...] = AUDIT_METRICS) -> None:
+        metrics = tuple(metrics)
+        if not metrics or any(m not in AUDIT_METRICS for m in metrics):
+            raise ConfigError(f"audit metrics must be a non-empty subset of {AUDIT_METRICS}, got {metrics!r}")
+        self.trainer, self.prior, self.metrics, self.design = trainer, prior, metrics, masked.design
         train = masked.split.train
         self.rows = train.rows_by_user()
         self.items = train.items
         self.true = true_train
         self.masked_targets = train.ratings
         self.last_clear: dict[int, _PlainUpload] = {}
-        self._cache: dict[int, tuple[np.ndarray, float]] = {}
+        self._cache: dict[int, tuple[np.ndarray, dict[str, float]]] = {}
         self.attacks_run = 0
 
     def _upload(self, vector: np.ndarray) -> np.ndarray | None:
@@ -241,28 +458,32 @@ class RatingAuditor:
             return None
         return vector.reshape(-1, width) * self.trainer.upload_scale
 
-    def advantage(self, cid: int, round: int, vector: np.ndarray) -> float:
+    def advantage(self, cid: int, round: int, vector: np.ndarray) -> dict[str, float]:
+        """The best estimators' advantage over the guess, one per audited metric."""
+        cannot_tell = {m: float("inf") for m in self.metrics}
         rows = self._upload(vector)
         if rows is None:
-            return float("inf")  # not a model upload (e.g. the setup round): encrypt
+            return cannot_tell  # not a model upload (e.g. the setup round): encrypt
         user_rows = self.rows[cid]
         recovered = self.masked_targets[user_rows]
         prev = self.last_clear.get(cid)
         if prev is not None and prev.round == round - 1:
             recovered = self._attack(cid, prev, _PlainUpload(round, self.trainer.V, rows))
             if recovered is None:
-                return float("inf")
+                return cannot_tell
         return self._score(cid, recovered)
 
-    def _score(self, cid: int, recovered: np.ndarray) -> float:
+    def _score(self, cid: int, recovered: np.ndarray) -> dict[str, float]:
         """Advantage of the best estimator; reused while the recovered targets are unchanged
         (the masked targets are fixed, so the attack recovers the same r~ every round)."""
         cached = self._cache.get(cid)
         if cached is not None and np.allclose(cached[0], recovered, rtol=0, atol=1e-9):
             return cached[1]
-        adv = leakage(self.true[self.rows[cid]], recovered, self.prior, self.metric).advantage(self.metric)
+        rows = self.rows[cid]
+        score = leakage(self.true[rows], recovered, self.prior, self.design, self.items[rows])
+        adv = {m: score.advantage(m) for m in self.metrics}
         self._cache[cid] = (recovered.copy(), adv)
-        return adv
+        return dict(adv)
 
     def _attack(self, cid: int, prev: _PlainUpload, cur: _PlainUpload) -> np.ndarray | None:
         from attacks.gradient_leakage import RECOVERED, RoundObservation, attack_user
@@ -321,12 +542,17 @@ class PairRecorder:
 
 
 def attack_masked_uploads(trainer, recorder: PairRecorder, true_train: np.ndarray,
-                          prior: PublicPrior) -> dict[str, object]:
+                          prior: PublicPrior, design: MaskDesign | None = None,
+                          margin: float | None = None) -> dict[str, object]:
     """Run the gradient-leakage attack on every user the server saw in clear in two
-    consecutive rounds; score its best estimate of the TRUE ratings against the guess.
+    consecutive rounds; score its best estimates of the TRUE ratings against the guess.
 
-    Fractions are pooled over ratings (each rating counts once). ``masked_targets_*``
-    scores the attack's raw output against r - m (what it can recover at most).
+    Fractions are pooled over ratings (each rating counts once); ``exact_fraction`` uses
+    each user's best estimator under the exact metric, ``rmse`` its best under RMSE,
+    ``per_estimator`` every estimator pooled alike. ``masked_targets_*`` scores the
+    attack's raw output against r - m (what it can recover at most). With ``margin``,
+    ``users_within_margin`` counts the recovered users whose advantage is <= margin
+    under both metrics (those the self-audit would let out in clear).
     """
     from attacks.gradient_leakage import RECOVERED, RoundObservation, attack_user
     from attacks.observe import public_params
@@ -335,7 +561,10 @@ def attack_masked_uploads(trainer, recorder: PairRecorder, true_train: np.ndarra
     train = trainer.split.train
     rows_by_user = train.rows_by_user()
     n = exact = guess_exact = sq = guess_sq = masked_err = 0.0
-    recovered_users, failed, by_estimator, advantages = 0, 0, {}, []
+    recovered_users, failed, within = 0, 0, 0
+    by_estimator = {"exact": {}, "rmse": {}}
+    per_estimator: dict[str, list[float]] = {}
+    advantages = {"exact": [], "rmse": []}
     for cid, (a, b) in sorted(recorder.pairs.items()):
         rows = rows_by_user[cid]
         support = train.items[rows] if trainer.mode == "part" else None
@@ -347,17 +576,24 @@ def attack_masked_uploads(trainer, recorder: PairRecorder, true_train: np.ndarra
         order = np.argsort(np.argsort(train.items[rows]))
         recovered = result.ratings[order]
         masked_err += float(np.sum((recovered - train.ratings[rows]) ** 2))
-        score = leakage(true_train[rows], recovered, prior)
+        score = leakage(true_train[rows], recovered, prior, design, train.items[rows])
         recovered_users += 1
         n += score.n
         exact += score.exact_fraction * score.n
         guess_exact += score.guess_exact_fraction * score.n
         sq += score.rmse**2 * score.n
         guess_sq += score.guess_rmse**2 * score.n
-        by_estimator[score.estimator] = by_estimator.get(score.estimator, 0) + 1
-        advantages.append(score.advantage())
+        for metric, name in (("exact", score.estimator), ("rmse", score.rmse_estimator)):
+            by_estimator[metric][name] = by_estimator[metric].get(name, 0) + 1
+            advantages[metric].append(score.advantage(metric))
+        for name, (e, r) in score.per_estimator.items():
+            acc = per_estimator.setdefault(name, [0.0, 0.0])
+            acc[0] += e * score.n
+            acc[1] += r**2 * score.n
+        if margin is not None:
+            within += max(score.advantage("exact"), score.advantage("rmse")) <= margin
     users_in_clear = len(recorder.clear_users)
-    return {
+    out = {
         "users_seen_in_clear": users_in_clear,
         "users_attacked": len(recorder.pairs),
         "users_recovered": recovered_users,
@@ -369,9 +605,17 @@ def attack_masked_uploads(trainer, recorder: PairRecorder, true_train: np.ndarra
         "guess_exact_fraction": guess_exact / n if n else None,
         "guess_rmse": float(np.sqrt(guess_sq / n)) if n else None,
         "masked_targets_rmse": float(np.sqrt(masked_err / n)) if n else None,
-        "max_user_advantage": max(advantages) if advantages else None,
-        "best_estimator_counts": by_estimator,
+        "max_user_advantage": max(advantages["exact"]) if advantages["exact"] else None,
+        "max_user_advantage_rmse": max(advantages["rmse"]) if advantages["rmse"] else None,
+        "best_estimator_counts": by_estimator["exact"],
+        "best_rmse_estimator_counts": by_estimator["rmse"],
+        "per_estimator": {k: {"exact_fraction": v[0] / n, "rmse": float(np.sqrt(v[1] / n))}
+                          for k, v in per_estimator.items()} if n else {},
     }
+    if margin is not None:
+        out.update(margin=margin, users_within_margin=within,
+                   fraction_within_margin=within / recovered_users if recovered_users else None)
+    return out
 
 
 # --------------------------------------------------------------------------- training run
@@ -386,10 +630,15 @@ class MaskedRunConfig:
     dataset: str
     mask_model: str = "ridge"
     mask_alpha: float = 30.0
+    #: private noise added to every training rating's mask (PrivateNoise); 0: none
+    mask_noise: float = 0.0
+    #: device-side refit of the private user coordinates on the denoised targets
+    refit: bool = False
     policy: str = "none"
     min_fitted: int = 100
     audit_margin: float = 0.05
-    audit_metric: str = "exact"
+    #: the audit lets an upload out in clear only if the advantage is <= margin under each
+    audit_metrics: tuple[str, ...] = AUDIT_METRICS
     rounds: int = 60
     mode: str = "full"
     seed: int = 0
@@ -421,7 +670,8 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
     if run.policy not in POLICIES:
         raise ConfigError(f"policy must be one of {POLICIES}, got {run.policy!r}")
     prior = PublicPrior.from_ratings(split.train.ratings)
-    masked = mask_split(split, local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha))
+    masked = mask_split(split, local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha),
+                        noise_sigma=run.mask_noise, design=mask_design(run.mask_model, run.dataset, split))
     trainer, adaptive, auditor = _masked_trainer(split, masked, backend, config, run, prior, run.policy)
     recorder, infos = PairRecorder(trainer), []
     trainer.observer = lambda *a: (recorder(*a), infos.append(a[1].info))
@@ -429,22 +679,30 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
         log(trainer.run_round().line())
     summary = trainer.result().summary()
     summary.pop("history")
+    if run.refit:
+        U = refit_private(trainer, split.train.ratings - masked.clean_train_mask)
+        summary.update(test_rmse_before_refit=summary["test_rmse"],
+                       test_rmse=test_rmse(trainer, U, masked.test_offset))
     explained = [m.explained for m in masked.masks.values()]
     summary.update(
         mask={"model": run.mask_model, "alpha": run.mask_alpha if run.mask_model == "ridge" else None,
+              "noise_sigma": run.mask_noise, "refit": run.refit,
               "users": len(masked.masks), "mean_explained_variance": float(np.mean(explained)),
               "mean_fitted": float(np.mean(list(masked.fitted_counts.values())))},
         policy=run.policy,
         participants=len(trainer.participants()),
         encrypting_backend=adaptive.encrypted.name if adaptive is not None else backend.name,
         encrypted_fraction=_encrypted_fraction(trainer.backend, infos),
-        attack=attack_masked_uploads(trainer, recorder, split.train.ratings, prior),
+        attack=attack_masked_uploads(trainer, recorder, split.train.ratings, prior, masked.design,
+                                     margin=run.audit_margin),
     )
     if adaptive is not None:
         summary.update(_adaptive_summary(run, infos, auditor))
     if run.compare_plain:
         summary.update(_plain_reference(split, config, run, prior, log))
         summary["rmse_difference"] = summary["test_rmse"] - summary["plain_fedmf_test_rmse"]
+        if run.refit:
+            summary["rmse_difference_vs_plain_refit"] = summary["test_rmse"] - summary["plain_fedmf_refit_test_rmse"]
     if adaptive is not None and run.compare_encrypt_all_rounds > 0:
         summary["encrypt_all"] = _encrypt_all_peer(split, masked, adaptive.encrypted, config, run, prior)
         peer = summary["encrypt_all"]["seconds_per_round"]
@@ -470,7 +728,7 @@ def _masked_trainer(split, masked, backend, config, run, prior, policy):
     trainer = FedMFTrainer(masked.split, adaptive, config=config, mode=run.mode, seed=run.seed,
                            prediction_offset=masked.test_offset, users=users)
     if policy == "audit":
-        auditor = RatingAuditor(trainer, masked, split.train.ratings, prior, run.audit_metric)
+        auditor = RatingAuditor(trainer, masked, split.train.ratings, prior, run.audit_metrics)
         adaptive.policy = rule.bind(auditor, run.audit_margin)
     return trainer, adaptive, auditor
 
@@ -510,7 +768,7 @@ def _adaptive_summary(run, infos, auditor) -> dict[str, object]:
     if run.policy == "count":
         out["min_fitted"] = run.min_fitted
     if auditor is not None:
-        out.update(audit_margin=run.audit_margin, audit_metric=run.audit_metric,
+        out.update(audit_margin=run.audit_margin, audit_metrics=list(run.audit_metrics),
                    audit_attacks_run=auditor.attacks_run)
     return out
 
@@ -525,8 +783,12 @@ def _plain_reference(split, config, run, prior, log) -> dict[str, object]:
         trainer.run_round()
     rmse_ = trainer.history[-1].test_rmse
     log(f"plain FedMF (no mask, plain backend): rmse {rmse_:.4f}")
-    return {"plain_fedmf_test_rmse": rmse_,
-            "plain_fedmf_attack": attack_masked_uploads(trainer, recorder, split.train.ratings, prior)}
+    out = {"plain_fedmf_test_rmse": rmse_,
+           "plain_fedmf_attack": attack_masked_uploads(trainer, recorder, split.train.ratings, prior,
+                                                       margin=run.audit_margin)}
+    if run.refit:
+        out["plain_fedmf_refit_test_rmse"] = test_rmse(trainer, refit_private(trainer, split.train.ratings))
+    return out
 
 
 def _encrypt_all_peer(split, masked, encrypted_backend, config, run, prior) -> dict[str, object]:
@@ -554,6 +816,10 @@ def add_mask_arguments(parser) -> None:
     group.add_argument("--mask-model", choices=MASK_MODELS, default="ridge",
                        help="local model: ridge on public genres (MovieLens), the user's mean, or a local MF")
     group.add_argument("--mask-alpha", type=float, default=30.0, help="ridge strength of --mask-model ridge")
+    group.add_argument("--mask-noise", type=float, default=0.0, metavar="SIGMA",
+                       help="add private N(0, SIGMA^2) noise (os.urandom) to each training rating's mask")
+    group.add_argument("--refit", action="store_true",
+                       help="device-side refit of the private user vector and bias on the denoised targets")
     group.add_argument("--policy", choices=POLICIES, default="none",
                        help="adaptive protocol: per user and round, plaintext or --backend (encrypting); "
                             "count: encrypt masks fitted on < --min-fitted ratings; audit: self-audit with "
@@ -561,8 +827,9 @@ def add_mask_arguments(parser) -> None:
     group.add_argument("--min-fitted", type=int, default=100, help="count policy threshold")
     group.add_argument("--audit-margin", type=float, default=0.05,
                        help="audit policy: encrypt when the attack beats the no-knowledge guess by more")
-    group.add_argument("--audit-metric", choices=("exact", "rmse"), default="exact",
-                       help="audit advantage: exact-rating fraction, or RMSE (rating units)")
+    group.add_argument("--audit-metric", choices=("both", *AUDIT_METRICS), default="both",
+                       help="audit advantage: exact-rating fraction, RMSE (rating units), or both "
+                            "(default: plaintext only if within the margin under each)")
     group.add_argument("--compare-encrypt-all", type=int, default=0, metavar="ROUNDS",
                        help="also time ROUNDS rounds with every upload encrypted (the cost peer)")
     group.add_argument("--participants", type=int, metavar="N",
@@ -579,8 +846,9 @@ def run_masked(args, split: Split, backend, config) -> int:
         raise ConfigError("--policy needs --mask personalized")
     run = MaskedRunConfig(
         dataset=args.dataset, mask_model=args.mask_model, mask_alpha=args.mask_alpha,
+        mask_noise=args.mask_noise, refit=args.refit,
         policy=args.policy, min_fitted=args.min_fitted, audit_margin=args.audit_margin,
-        audit_metric=args.audit_metric, rounds=args.rounds, mode=args.mode, seed=args.seed,
+        audit_metrics=AUDIT_METRICS if args.audit_metric == "both" else (args.audit_metric,), rounds=args.rounds, mode=args.mode, seed=args.seed,
         compare_plain=not args.no_plain_reference, compare_encrypt_all_rounds=args.compare_encrypt_all,
         participants=args.participants,
     )

@@ -27,8 +27,8 @@ Policies (``decide(cid, round, vector) -> Decision``; ``record`` is told what we
 * :class:`SelfAuditPolicy`: the participant runs an injected audit (e.g. the
   gradient-leakage attack on its own would-be plaintext upload plus the plaintext
   uploads the server already holds) that returns the attack's advantage over a
-  no-knowledge guess; encrypt when it exceeds ``margin``. The audit lives outside
-  ``secagg`` (this package imports no attack code);
+  no-knowledge guess, one per metric; encrypt when any exceeds its ``margin``. The
+  audit lives outside ``secagg`` (this package imports no attack code);
 * :class:`FixedPolicy`: always (or never) encrypt: the "encrypt everything" peer.
 
 ``round`` counts :meth:`AdaptiveBackend.aggregate` calls from 0, so a trainer's setup
@@ -69,10 +69,10 @@ class UploadPolicy(Protocol):
 class Auditor(Protocol):
     """A participant-side leakage audit (see :class:`SelfAuditPolicy`)."""
 
-    def advantage(self, cid: int, round: int, vector: np.ndarray) -> float:
+    def advantage(self, cid: int, round: int, vector: np.ndarray) -> float | Mapping[str, float]:
         """How much the server's best reconstruction beats a no-knowledge guess if
-        ``vector`` went out in clear, given the plaintext uploads it already holds
-        (+inf when the audit cannot tell: the policy then encrypts)."""
+        ``vector`` went out in clear, given the plaintext uploads it already holds: one
+        number, or one per metric (+inf when the audit cannot tell: the policy then encrypts)."""
 
     def sent_in_clear(self, cid: int, round: int, vector: np.ndarray) -> None:
         """The server now holds ``vector`` in clear."""
@@ -116,21 +116,47 @@ class CountPolicy:
 
 class SelfAuditPolicy:
     """Encrypt when the injected audit says the attack would beat a no-knowledge guess
-    by more than ``margin`` (in the audit's unit, e.g. a fraction of exactly recovered
-    ratings); plaintext uploads are reported back to the auditor, since the server keeps them.
+    by more than ``margin`` under ANY of its metrics; plaintext uploads are reported
+    back to the auditor, since the server keeps them.
+
+    The audit returns one advantage (a float, compared with a float ``margin``) or one
+    per metric (a mapping, e.g. ``{"exact": 0.01, "rmse": 0.2}``: fraction of exactly
+    recovered ratings, RMSE gain in rating units). ``margin`` is then a float for every
+    metric or a mapping with one margin per metric the audit reports; a metric without a
+    margin, a NaN advantage or an empty audit is an error, +inf means "cannot tell" and
+    encrypts. The decision's ``risk`` is the largest excess advantage - margin.
     """
 
-    def __init__(self, auditor: Auditor, margin: float) -> None:
-        if not np.isfinite(margin):
-            raise InvalidInputError(f"margin must be finite, got {margin!r}")
+    def __init__(self, auditor: Auditor, margin: float | Mapping[str, float]) -> None:
+        margins = margin.values() if isinstance(margin, Mapping) else [margin]
+        if not margins or not all(isinstance(m, int | float) and np.isfinite(m) for m in margins):
+            raise InvalidInputError(f"margin must be finite (one float, or one per metric), got {margin!r}")
         self.auditor = auditor
-        self.margin = float(margin)
+        self.margin = dict(margin) if isinstance(margin, Mapping) else float(margin)
+
+    def _excess(self, cid: int, advantages: Mapping[str, float]) -> dict[str, float]:
+        if not advantages:
+            raise InvalidInputError(f"audit of client {cid} returned no metric")
+        excess = {}
+        for metric, adv in advantages.items():
+            adv = float(adv)
+            if np.isnan(adv):
+                raise InvalidInputError(f"audit of client {cid} returned NaN for {metric!r}")
+            if isinstance(self.margin, dict):
+                if metric not in self.margin:
+                    raise InvalidInputError(f"no margin for audit metric {metric!r} (margins: {sorted(self.margin)})")
+                excess[metric] = adv - self.margin[metric]
+            else:
+                excess[metric] = adv - self.margin
+        return excess
 
     def decide(self, cid, round, vector):
-        adv = float(self.auditor.advantage(cid, round, vector))
-        if np.isnan(adv):
-            raise InvalidInputError(f"audit of client {cid} returned NaN")
-        return Decision(adv > self.margin, adv, f"advantage {adv:.3g}")
+        adv = self.auditor.advantage(cid, round, vector)
+        advantages = dict(adv) if isinstance(adv, Mapping) else {"advantage": adv}
+        excess = self._excess(cid, advantages)
+        risk = max(excess.values())
+        reason = ", ".join(f"{m} {float(a):.3g}" for m, a in advantages.items())
+        return Decision(risk > 0, risk, f"advantage {reason}")
 
     def record(self, cid, round, vector, encrypted):
         if not encrypted:

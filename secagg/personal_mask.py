@@ -27,7 +27,14 @@ Local models are pluggable (anything with ``fit(x, y) -> predictor``):
 * :class:`LocalMFModel`: a small biased MF over the participant's own (row, key) pairs
   with private key factors (meaningful for a participant holding many rows, e.g. a
   silo; with one row it shrinks each seen key toward its rating);
-* :class:`CallableModel`: any ``fit(x, y) -> predict`` function.
+* :class:`CallableModel`: any ``fit(x, y) -> predict`` function;
+* :class:`PrivateNoise`: wraps any of them and adds a private Gaussian draw eta_x
+  (``sigma``, from ``os.urandom``) to the mask of every *fitted* key, fixed for the whole
+  training; unseen keys (test items) get the base model alone. Why: a server that
+  recovers y - m exactly on integer ratings undoes any mask that is a function of few
+  private numbers (a per-user constant, ridge weights on public features) by fitting
+  them so that y - m + f lands on the integer grid; an item-varying private part is what
+  it cannot fit. The price is label noise on what the federated model learns from.
 
 This module is model-agnostic: keys ``x`` are whatever the local model understands.
 Example::
@@ -39,6 +46,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,6 +94,12 @@ class PersonalMask:
         """Masked targets y - m(x): what the participant trains the federated model on."""
         y = _check_targets(x, y)
         return y - self.values(x)
+
+    def base_values(self, x: np.ndarray) -> np.ndarray:
+        """m(x) without the private noise of :class:`PrivateNoise` (= :meth:`values` otherwise):
+        the device's denoised targets y - base are what it refits its private parameters on."""
+        base = getattr(self.predictor, "base", None)
+        return self.values(x) if base is None else PersonalMask(base, 0, 0.0, 0.0).values(x)
 
     def unmask(self, x: np.ndarray, residual_prediction: np.ndarray) -> np.ndarray:
         """Device-side prediction m(x) + federated residual prediction."""
@@ -256,3 +270,58 @@ class CallableModel:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
         return self.fit_function(x, y)
+
+
+def private_normal(size: int, sigma: float) -> np.ndarray:
+    """``size`` draws of N(0, sigma^2) from ``os.urandom`` (Box-Muller on 53-bit uniforms).
+
+    Mask noise is a secret of the participant: it never comes from a numpy generator.
+    """
+    if size < 0 or not (np.isfinite(sigma) and sigma >= 0):
+        raise InvalidInputError(f"need size >= 0 and a finite sigma >= 0, got {size}, {sigma}")
+    half = (size + 1) // 2
+    words = np.frombuffer(os.urandom(16 * half), dtype=np.uint64).reshape(2, half) >> np.uint64(11)
+    u1 = (words[0].astype(np.float64) + 1.0) / 2.0**53  # in (0, 1]: log is finite
+    u2 = words[1].astype(np.float64) / 2.0**53
+    radius = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([radius * np.cos(2 * np.pi * u2), radius * np.sin(2 * np.pi * u2)])
+    return sigma * z[:size]
+
+
+@dataclass(frozen=True)
+class PrivateNoise:
+    """m(x) = f(x) + eta_x: a base local model plus private noise on the fitted keys.
+
+    eta_x ~ N(0, sigma^2) is drawn once per distinct fitted key with :func:`private_normal`
+    and kept on the device (the mask is fixed across rounds, so a server averaging rounds
+    learns nothing more); keys the model was not fitted on get f(x) alone. Keys are a
+    1-D integer array. The predictor's ``base`` is f (see :meth:`PersonalMask.base_values`).
+    """
+
+    base: LocalModel
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.sigma) and self.sigma >= 0):
+            raise InvalidInputError(f"noise sigma must be finite and >= 0, got {self.sigma}")
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
+        x = np.asarray(x)
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
+            raise InvalidInputError("PrivateNoise keys must be a 1-D integer array")
+        keys = np.unique(x)
+        return _NoisyPredictor(self.base.fit(x, y), keys, private_normal(keys.size, self.sigma))
+
+
+@dataclass(frozen=True)
+class _NoisyPredictor:
+    base: Predictor
+    keys: np.ndarray
+    noise: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        idx = _lookup(self.keys, x)
+        out = np.asarray(self.base(x), dtype=np.float64).copy()
+        out[idx >= 0] += self.noise[idx[idx >= 0]]
+        return out
