@@ -1,20 +1,25 @@
 """Personalized masks + adaptive encryption (our FedMMF reconstruction) on MovieLens 100K u1.
 
-Three measurements, each against its peer in the same run:
+Four measurements, each against its peer in the same run:
 
 1. accuracy: mask + FedMF vs plain FedMF (plain backend, same model, seed, rounds);
 2. leakage: the gradient-leakage attack on every plaintext upload (mask only, and with the
-   self-audit policy), scored on the TRUE ratings against the no-knowledge guess, and on
+   self-audit policy on exact AND RMSE, and on exact only), scored on the TRUE ratings
+   against the no-knowledge guess with the design-aware de-masking estimators, and on
    plain FedMF uploads;
-3. cost: the adaptive protocol (self-audit, and count with the median number of ratings
-   as threshold) vs encrypting every upload,
-   with packed Paillier (2048-bit key), on a seeded subset of users for a few rounds (an
-   encrypting client costs about a second per round at ML-100K's upload size); the JSON
-   records the subset size and rounds.
+3. trade-off: masks with private noise sigma (``--sigmas``) and other local models:
+   test RMSE (with the device-side refit) vs plain FedMF, and the fraction of users whose
+   masked targets (what the attack recovers exactly) stay within the audit margin, for
+   the estimators and for the oracle bound (server handed the whole local model);
+4. cost: the adaptive protocol (self-audit, count with the median number of ratings as
+   threshold, self-audit with a noisy mask) vs encrypting every upload, with packed
+   Paillier (2048-bit key), on a seeded subset of users for a few rounds; the runs
+   alternate (all, audit, count, audit-noisy, all, ...) ``--cost-repeats`` times; wall and
+   process-CPU seconds per round as mean, min, max, and the ratio of means.
 
 ``--quick`` (< 60 s): a 60-user synthetic split, a 1024-bit test key (opt-in), few rounds.
 
-    python bench/fedmmf_adaptive.py [--quick] [--json PATH]
+    python bench/fedmmf_adaptive.py [--quick] [--json PATH] [--cost-repeats 3]
 """
 
 from __future__ import annotations
@@ -28,12 +33,27 @@ from pathlib import Path
 import numpy as np
 
 from fedmf.data import load_split, random_holdout, synthetic_ratings
-from fedmf.masked import MaskedRunConfig, train_masked
+from fedmf.masked import (
+    MaskedRunConfig,
+    PublicPrior,
+    local_model,
+    mask_design,
+    mask_leakage,
+    mask_split,
+    refit_private,
+    test_rmse,
+    train_masked,
+)
 from fedmf.model import ModelConfig
+from fedmf.trainer import FedMFTrainer
 from secagg import make_backend
+from secagg.errors import InvalidInputError
 
 ATTACK_KEYS = ("users_recovered", "exact_fraction", "guess_exact_fraction", "rmse", "guess_rmse",
-               "max_user_advantage")
+               "max_user_advantage", "max_user_advantage_rmse", "masked_targets_rmse",
+               "users_within_margin", "per_estimator", "best_estimator_counts", "best_rmse_estimator_counts")
+MARGIN = 0.05
+MORE_MARGINS = (0.1, 0.2)
 
 
 def _run(split, backend, dataset, **options) -> dict:
@@ -45,7 +65,95 @@ def _run(split, backend, dataset, **options) -> dict:
 
 
 def _attack(summary: dict, key: str = "attack") -> dict:
-    return {k: summary[key][k] for k in ATTACK_KEYS}
+    return {k: summary[key].get(k) for k in ATTACK_KEYS}
+
+
+def _train(split, offset, rounds, lr):
+    """FedMF (plain backend) on ``split``; None if training diverged (non-finite uploads)."""
+    trainer = FedMFTrainer(split, config=ModelConfig(lr=lr), prediction_offset=offset)
+    try:
+        for _ in range(rounds):
+            trainer.run_round()
+    except InvalidInputError:
+        return None
+    return trainer
+
+
+def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
+    """One row per (mask model, noise sigma, learning rate): accuracy and audit pass rates."""
+    plain = {}
+    out = []
+    for kind, sigma, lr in rows:
+        if lr not in plain:
+            t = _train(split, None, rounds, lr)
+            plain[lr] = (t.history[-1].test_rmse, test_rmse(t, refit_private(t, split.train.ratings)))
+        masked = mask_split(split, local_model(kind, dataset, split), noise_sigma=sigma,
+                            design=mask_design(kind, dataset, split))
+        row = {"mask_model": kind, "noise_sigma": sigma, "lr": lr, "rounds": rounds,
+               "plain_fedmf_test_rmse": plain[lr][0], "plain_fedmf_refit_test_rmse": plain[lr][1]}
+        trainer = _train(masked.split, masked.test_offset, rounds, lr)
+        if trainer is None:
+            row["diverged"] = True
+        else:
+            refit = test_rmse(trainer, refit_private(trainer, split.train.ratings - masked.clean_train_mask),
+                              masked.test_offset)
+            row.update(diverged=False, test_rmse=trainer.history[-1].test_rmse, test_rmse_refit=refit,
+                       rmse_difference=refit - plain[lr][0],
+                       rmse_difference_vs_plain_refit=refit - plain[lr][1])
+        row["leakage"] = mask_leakage(masked, split.train.ratings, prior, MARGIN, MORE_MARGINS)
+        out.append(row)
+        print(_row_line(row), flush=True)
+    return out
+
+
+def _row_line(row) -> str:
+    est, orc = row["leakage"]["estimators"], row["leakage"]["oracle"]
+    acc = "diverged" if row["diverged"] else f"rmse {row['test_rmse_refit']:.4f} ({row['rmse_difference']:+.4f})"
+    return (f"{row['mask_model']} sigma {row['noise_sigma']} lr {row['lr']}: {acc}; within margin "
+            f"{est['fraction_within_margin']:.3f} (oracle {orc['fraction_within_margin']:.3f}); exact "
+            f"{est['exact_fraction']:.3f} rmse {est['rmse']:.3f} (guess {est['guess_exact_fraction']:.3f}, "
+            f"{est['guess_rmse']:.3f})")
+
+
+def cost(split, dataset, encrypted, mask_model, users, rounds, repeats, median_fitted) -> dict:
+    """Alternating repeated runs of encrypt-all and each adaptive policy, same users and rounds."""
+    variants = {
+        "encrypt_all": dict(policy="all"),
+        "audit": dict(policy="audit"),
+        "count": dict(policy="count", min_fitted=median_fitted),
+        "audit_noise_sigma_2": dict(policy="audit", mask_noise=2.0),
+    }
+    runs = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, options in variants.items():
+            s = _run(split, encrypted, dataset, mask_model=mask_model, rounds=rounds, participants=users,
+                     compare_plain=False, **options)
+            runs[name].append(s)
+            print(f"cost {name}: {s['seconds_per_round']:.2f} s/round wall, {s['cpu_seconds_per_round']:.2f} "
+                  f"cpu, encrypted {s['encrypted_fraction']:.3f}", flush=True)
+    spread = lambda xs: {"mean": float(np.mean(xs)), "min": float(np.min(xs)), "max": float(np.max(xs)),
+                         "runs": [float(x) for x in xs]}
+    peer_wall = [s["seconds_per_round"] for s in runs["encrypt_all"]]
+    peer_cpu = [s["cpu_seconds_per_round"] for s in runs["encrypt_all"]]
+    out = {"participants": runs["encrypt_all"][0]["participants"], "rounds": rounds, "repeats": repeats,
+           "order": "alternating " + ", ".join(variants), "key_bits": encrypted.key.public_key.bits,
+           "timing": "wall: mean over rounds of FedMFTrainer round time (all clients simulated serially in "
+                     "one process); cpu: process CPU seconds per round (single process, no workers)"}
+    for name, ss in runs.items():
+        wall = [s["seconds_per_round"] for s in ss]
+        cpu = [s["cpu_seconds_per_round"] for s in ss]
+        entry = {"encrypted_fraction": float(np.mean([s["encrypted_fraction"] for s in ss])),
+                 "wall_seconds_per_round": spread(wall), "cpu_seconds_per_round": spread(cpu)}
+        if name != "encrypt_all":
+            ratios = [w / p for w, p in zip(cpu, peer_cpu)]
+            entry.update(
+                ratio_wall_vs_encrypt_all=float(np.mean(wall) / np.mean(peer_wall)),
+                ratio_cpu_vs_encrypt_all=float(np.mean(cpu) / np.mean(peer_cpu)),
+                ratio_cpu_per_repeat=spread(ratios),
+                attack=_attack(ss[-1]),
+                min_fitted=ss[-1].get("min_fitted"), mask_noise=ss[-1]["mask"]["noise_sigma"])
+        out[name] = entry
+    return out
 
 
 def main(argv=None) -> dict:
@@ -53,8 +161,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="synthetic 60 users, small key; under 60 s")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--rounds", type=int, help="training rounds (default 60; --quick 10)")
-    parser.add_argument("--cost-users", type=int, help="users in the cost runs (default 60)")
-    parser.add_argument("--cost-rounds", type=int, help="rounds in the cost runs (default 3; --quick 2)")
+    parser.add_argument("--cost-users", type=int, help="users in the cost runs (default 120)")
+    parser.add_argument("--cost-rounds", type=int, help="rounds in the cost runs (default 2)")
+    parser.add_argument("--cost-repeats", type=int, help="alternating repeats of each cost run (default 3; --quick 1)")
+    parser.add_argument("--sigmas", type=float, nargs="*",
+                        help="noise levels of the trade-off rows (default 0 .25 .5 .75 1 1.5 2; --quick 0 3)")
+    parser.add_argument("--skip-cost", action="store_true", help="no Paillier cost runs")
     args = parser.parse_args(argv)
     if args.quick:
         dataset, mask_model = "synthetic", "bias"
@@ -62,30 +174,22 @@ def main(argv=None) -> dict:
                                0.2, seed=3, name="synthetic-60")
         key = {"key_bits": 1024, "allow_insecure_small_key": True}
         rounds, cost_users, cost_rounds = args.rounds or 10, None, args.cost_rounds or 2
+        repeats, sigmas, extra = args.cost_repeats or 1, args.sigmas or [0.0, 3.0], []
     else:
         dataset, mask_model = "ml-100k", "ridge"
         split = load_split("ml-100k", "u1")
         key = {"key_bits": 2048}
-        rounds, cost_users, cost_rounds = args.rounds or 60, args.cost_users or 60, args.cost_rounds or 3
+        rounds, cost_users, cost_rounds = args.rounds or 60, args.cost_users or 120, args.cost_rounds or 2
+        repeats = args.cost_repeats or 3
+        sigmas = args.sigmas if args.sigmas is not None else [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+        extra = [("ridge", 2.0, 0.15), ("bias", 0.0, 0.35), ("mf", 0.0, 0.35)]
+    prior = PublicPrior.from_ratings(split.train.ratings)
     common = dict(mask_model=mask_model, rounds=rounds)
     mask_only = _run(split, make_backend("plain"), dataset, **common)
     audit = _run(split, make_backend("plain"), dataset, policy="audit", compare_plain=False, **common)
-    encrypted = make_backend("paillier_packed", **key)
-    cost = {}
-    median_fitted = int(np.median(np.bincount(split.train.users, minlength=split.train.n_users)))
-    for policy in ("audit", "count"):
-        s = _run(split, encrypted, dataset, policy=policy, mask_model=mask_model, rounds=cost_rounds,
-                 min_fitted=median_fitted,
-                 participants=cost_users, compare_plain=False, compare_encrypt_all_rounds=cost_rounds)
-        cost[policy] = {
-            "participants": s["participants"], "rounds": s["rounds"],
-            "encrypted_fraction": s["encrypted_fraction"],
-            "min_fitted": median_fitted if policy == "count" else None,
-            "seconds_per_round": s["seconds_per_round"],
-            "encrypt_all_seconds_per_round": s["encrypt_all"]["seconds_per_round"],
-            "ratio_vs_encrypt_all": s["seconds_per_round_vs_encrypt_all"],
-            "attack": _attack(s),
-        }
+    audit_exact = _run(split, make_backend("plain"), dataset, policy="audit", audit_metrics=("exact",),
+                       compare_plain=False, **common)
+    curve = trade_off(split, dataset, [(mask_model, s, 0.35) for s in sigmas] + extra, rounds, prior)
     result = {
         "dataset": split.name, "quick": args.quick, "mask_model": mask_model, "rounds": rounds,
         "key_bits": key["key_bits"], "machine": platform.processor() or platform.machine(),
@@ -99,10 +203,18 @@ def main(argv=None) -> dict:
             "mask_only": _attack(mask_only),
             "self_audit_plaintext_users": _attack(audit),
             "self_audit_encrypted_fraction": audit["encrypted_fraction"],
+            "self_audit_metrics": audit["audit_metrics"],
+            "self_audit_exact_only_plaintext_users": _attack(audit_exact),
+            "self_audit_exact_only_encrypted_fraction": audit_exact["encrypted_fraction"],
             "self_audit_margin": audit["audit_margin"],
         },
-        "cost": cost,
+        "trade_off": curve,
     }
+    if not args.skip_cost:
+        encrypted = make_backend("paillier_packed", **key)
+        median_fitted = int(np.median(np.bincount(split.train.users, minlength=split.train.n_users)))
+        result["cost"] = cost(split, dataset, encrypted, mask_model, cost_users, cost_rounds, repeats,
+                              median_fitted)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
