@@ -7,7 +7,8 @@ Four measurements, each against its peer in the same run:
    self-audit policy on exact AND RMSE, and on exact only), scored on the TRUE ratings
    against the no-knowledge guess with the design-aware de-masking estimators, and on
    plain FedMF uploads;
-3. trade-off: masks with private noise sigma (``--sigmas``) and other local models:
+3. trade-off: masks with private noise sigma (``--sigmas``), a private residual scale,
+   and other local models:
    test RMSE (with the device-side refit) vs plain FedMF, and the fraction of users whose
    masked targets (what the attack recovers exactly) stay within the audit margin, for
    the estimators and for the oracle bound (server handed the whole local model);
@@ -80,16 +81,17 @@ def _train(split, offset, rounds, lr):
 
 
 def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
-    """One row per (mask model, noise sigma, learning rate): accuracy and audit pass rates."""
+    """One row per mask (model, private noise sigma, private scale range) and learning
+    rate: accuracy and audit pass rates."""
     plain = {}
     out = []
-    for kind, sigma, lr in rows:
+    for kind, sigma, scale, lr in rows:
         if lr not in plain:
             t = _train(split, None, rounds, lr)
             plain[lr] = (t.history[-1].test_rmse, test_rmse(t, refit_private(t, split.train.ratings)))
-        masked = mask_split(split, local_model(kind, dataset, split), noise_sigma=sigma,
+        masked = mask_split(split, local_model(kind, dataset, split), noise_sigma=sigma, scale=scale,
                             design=mask_design(kind, dataset, split))
-        row = {"mask_model": kind, "noise_sigma": sigma, "lr": lr, "rounds": rounds,
+        row = {"mask_model": kind, "noise_sigma": sigma, "private_scale": scale, "lr": lr, "rounds": rounds,
                "plain_fedmf_test_rmse": plain[lr][0], "plain_fedmf_refit_test_rmse": plain[lr][1]}
         trainer = _train(masked.split, masked.test_offset, rounds, lr)
         if trainer is None:
@@ -109,7 +111,8 @@ def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
 def _row_line(row) -> str:
     est, orc = row["leakage"]["estimators"], row["leakage"]["oracle"]
     acc = "diverged" if row["diverged"] else f"rmse {row['test_rmse_refit']:.4f} ({row['rmse_difference']:+.4f})"
-    return (f"{row['mask_model']} sigma {row['noise_sigma']} lr {row['lr']}: {acc}; within margin "
+    return (f"{row['mask_model']} sigma {row['noise_sigma']} scale {row['private_scale']} lr {row['lr']}: "
+            f"{acc}; within margin "
             f"{est['fraction_within_margin']:.3f} (oracle {orc['fraction_within_margin']:.3f}); exact "
             f"{est['exact_fraction']:.3f} rmse {est['rmse']:.3f} (guess {est['guess_exact_fraction']:.3f}, "
             f"{est['guess_rmse']:.3f})")
@@ -174,7 +177,8 @@ def main(argv=None) -> dict:
                                0.2, seed=3, name="synthetic-60")
         key = {"key_bits": 1024, "allow_insecure_small_key": True}
         rounds, cost_users, cost_rounds = args.rounds or 10, None, args.cost_rounds or 2
-        repeats, sigmas, extra = args.cost_repeats or 1, args.sigmas or [0.0, 3.0], []
+        repeats, sigmas = args.cost_repeats or 1, args.sigmas or [0.0, 3.0]
+        extra = [("bias", 0.0, (0.3, 1.0), 0.35)]
     else:
         dataset, mask_model = "ml-100k", "ridge"
         split = load_split("ml-100k", "u1")
@@ -182,14 +186,15 @@ def main(argv=None) -> dict:
         rounds, cost_users, cost_rounds = args.rounds or 60, args.cost_users or 120, args.cost_rounds or 2
         repeats = args.cost_repeats or 3
         sigmas = args.sigmas if args.sigmas is not None else [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
-        extra = [("ridge", 2.0, 0.15), ("bias", 0.0, 0.35), ("mf", 0.0, 0.35)]
+        extra = [("ridge", 2.0, None, 0.15), ("ridge", 0.0, (0.3, 1.0), 0.35), ("ridge", 0.5, (0.3, 1.0), 0.35),
+                 ("bias", 0.0, None, 0.35), ("mf", 0.0, None, 0.35)]
     prior = PublicPrior.from_ratings(split.train.ratings)
     common = dict(mask_model=mask_model, rounds=rounds)
     mask_only = _run(split, make_backend("plain"), dataset, **common)
     audit = _run(split, make_backend("plain"), dataset, policy="audit", compare_plain=False, **common)
     audit_exact = _run(split, make_backend("plain"), dataset, policy="audit", audit_metrics=("exact",),
                        compare_plain=False, **common)
-    curve = trade_off(split, dataset, [(mask_model, s, 0.35) for s in sigmas] + extra, rounds, prior)
+    curve = trade_off(split, dataset, [(mask_model, s, None, 0.35) for s in sigmas] + extra, rounds, prior)
     result = {
         "dataset": split.name, "quick": args.quick, "mask_model": mask_model, "rounds": rounds,
         "key_bits": key["key_bits"], "machine": platform.processor() or platform.machine(),

@@ -66,6 +66,7 @@ from secagg.personal_mask import (
     LocalModel,
     PersonalMask,
     PrivateNoise,
+    PrivateScale,
     RidgeModel,
     fit_personal_mask,
 )
@@ -131,6 +132,8 @@ class MaskDesign:
 
     features: np.ndarray | None = None
     noise_sigma: float = 0.0
+    #: residuals shrunk by a private per-user scale (PrivateScale)
+    scaled: bool = False
 
     def basis(self, items: np.ndarray) -> np.ndarray:
         """The (n, 1 + d) public basis for one user's rated ``items`` (intercept first)."""
@@ -161,10 +164,13 @@ class MaskedSplit:
 
 
 def mask_split(split: Split, model: LocalModel, *, noise_sigma: float = 0.0,
-               design: MaskDesign | None = None) -> MaskedSplit:
+               scale: tuple[float, float] | None = None, design: MaskDesign | None = None) -> MaskedSplit:
     """Fit every user's mask on its own training ratings and mask the training targets
-    (with ``noise_sigma`` > 0, plus private noise: :class:`PrivateNoise`)."""
+    (with ``scale`` = (low, high), residuals shrunk by a private scale:
+    :class:`PrivateScale`; with ``noise_sigma`` > 0, plus private noise: :class:`PrivateNoise`)."""
     train, test = split.train, split.test
+    if scale is not None:
+        model = PrivateScale(model, *scale)
     if noise_sigma > 0:
         model = PrivateNoise(model, noise_sigma)
     train_rows, test_rows = train.rows_by_user(), test.rows_by_user()
@@ -181,7 +187,7 @@ def mask_split(split: Split, model: LocalModel, *, noise_sigma: float = 0.0,
         clean[rows] = mask.base_values(train.items[rows])
         test_offset[test_rows[u]] = mask.values(test.items[test_rows[u]])
     masked_train = replace(train, ratings=train.ratings - train_mask, name=f"{train.name} masked")
-    design = replace(design or MaskDesign(), noise_sigma=float(noise_sigma))
+    design = replace(design or MaskDesign(), noise_sigma=float(noise_sigma), scaled=scale is not None)
     return MaskedSplit(Split(masked_train, test, split.validation, f"{split.name} masked"),
                        masks, train_mask, test_offset, design, clean)
 
@@ -233,13 +239,16 @@ class PublicPrior:
 LEVELS = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1, dtype=np.float64)
 SHIFT_GRID = np.arange(-250, 251) * 0.01
 EM_FLOOR = 0.05  # noise floor of the EM model: keeps the E-step finite at sigma = 0
+SCALE_STARTS = (1.0, 1.25, 1.6, 2.2, 3.0)  # 1/s starting points of the em_scale estimator
 
 
 def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2,
-           basis: np.ndarray | None = None, noise_sigma: float = 0.0) -> dict[str, np.ndarray]:
+           basis: np.ndarray | None = None, noise_sigma: float = 0.0,
+           scaled: bool = False) -> dict[str, np.ndarray]:
     """The server's public-knowledge estimates of r from recovered masked targets r~
     (see the module docstring). ``basis``: the mask design's public basis for these
-    ratings (intercept first); ``noise_sigma``: the design's private noise level."""
+    ratings (intercept first); ``noise_sigma``: the design's private noise level;
+    ``scaled``: the design shrinks residuals by a private scale (adds ``em_scale``)."""
     centre = prior.mean - recovered.mean()
     shifts = centre + SHIFT_GRID
     like = _shift_likelihood(recovered, shifts, prior, sigma)
@@ -254,12 +263,24 @@ def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2,
     if basis is not None and basis.shape[1] > 1:
         bases["em_basis"] = basis
     scale = float(np.hypot(noise_sigma, EM_FLOOR))
-    starts = _best_shifts(recovered, shifts, prior, scale)
+    shift_starts = _best_shifts(recovered, shifts, prior, scale)
     for name, B in bases.items():
-        post = _em_posterior(recovered, B, prior, scale, starts)
-        out[f"{name}_map"] = LEVELS[np.argmax(post, axis=1)]
-        out[f"{name}_mean"] = post @ LEVELS
+        starts = [np.r_[c, np.zeros(B.shape[1] - 1)] for c in shift_starts]
+        _add_estimate(out, name, _em_posterior(recovered, B, prior, scale, starts))
+    if scaled:
+        B = np.hstack([bases.get("em_basis", bases["em_shift"]), recovered[:, None]])
+        starts = []
+        for a in SCALE_STARTS:  # r = a r~ + <B, w>: the last coefficient is a - 1
+            z = a * recovered
+            for c in _best_shifts(z, prior.mean - z.mean() + SHIFT_GRID, prior, scale):
+                starts.append(np.r_[c, np.zeros(B.shape[1] - 2), a - 1.0])
+        _add_estimate(out, "em_scale", _em_posterior(recovered, B, prior, scale, starts))
     return out
+
+
+def _add_estimate(out, name, post):
+    out[f"{name}_map"] = LEVELS[np.argmax(post, axis=1)]
+    out[f"{name}_mean"] = post @ LEVELS
 
 
 def _shift_likelihood(recovered, shifts, prior, scale):
@@ -285,16 +306,16 @@ def _best_shifts(recovered, shifts, prior, scale, k: int = 2, modes: int = 4) ->
 
 def _em_posterior(y, B, prior, scale, starts, iters: int = 40, ridge: float = 1e-6) -> np.ndarray:
     """EM for r_j = y_j + <B_j, w> + N(0, scale^2), r_j in LEVELS with the public prior;
-    returns the (n, 5) posterior of the best-likelihood start (M-step: least squares on
-    the posterior means, ``ridge`` on the non-intercept coefficients)."""
+    returns the (n, 5) posterior of the best-likelihood start (``starts``: initial w;
+    M-step: least squares on the posterior means, ``ridge`` on the non-intercept
+    coefficients)."""
     log_prior = np.log(prior.histogram + 1e-12)
     penalty = ridge * np.eye(B.shape[1])
     penalty[0, 0] = 1e-9
     gram = B.T @ B + penalty
     best = (-np.inf, None)
-    for c in starts:
-        w = np.zeros(B.shape[1])
-        w[0] = c
+    for w0 in starts:
+        w = np.array(w0, dtype=np.float64)
         for _ in range(iters):
             post, loglik = _e_step(y + B @ w, log_prior, scale)
             w_new = np.linalg.solve(gram, B.T @ (post @ LEVELS - y))
@@ -360,7 +381,8 @@ def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior,
     design = design or MaskDesign()
     basis = design.basis(items) if items is not None else None
     scores = {name: score(est) for name, est in
-              demask(recovered, prior, basis=basis, noise_sigma=design.noise_sigma).items()}
+              demask(recovered, prior, basis=basis, noise_sigma=design.noise_sigma,
+                     scaled=design.scaled).items()}
     by_exact = max(scores, key=lambda k: (scores[k][0], -scores[k][1]))
     by_rmse = max(scores, key=lambda k: (-scores[k][1], scores[k][0]))
     return Leakage(true.size, scores[by_exact][0], scores[by_rmse][1], g_exact, g_rmse,
@@ -639,6 +661,8 @@ class MaskedRunConfig:
     mask_alpha: float = 30.0
     #: private noise added to every training rating's mask (PrivateNoise); 0: none
     mask_noise: float = 0.0
+    #: (low, high): residuals shrunk by a private per-user scale (PrivateScale); None: no
+    mask_scale: tuple[float, float] | None = None
     #: device-side refit of the private user coordinates on the denoised targets
     refit: bool = False
     policy: str = "none"
@@ -678,7 +702,8 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
         raise ConfigError(f"policy must be one of {POLICIES}, got {run.policy!r}")
     prior = PublicPrior.from_ratings(split.train.ratings)
     masked = mask_split(split, local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha),
-                        noise_sigma=run.mask_noise, design=mask_design(run.mask_model, run.dataset, split))
+                        noise_sigma=run.mask_noise, scale=run.mask_scale,
+                        design=mask_design(run.mask_model, run.dataset, split))
     trainer, adaptive, auditor = _masked_trainer(split, masked, backend, config, run, prior, run.policy)
     recorder, infos = PairRecorder(trainer), []
     trainer.observer = lambda *a: (recorder(*a), infos.append(a[1].info))
@@ -693,7 +718,7 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
     explained = [m.explained for m in masked.masks.values()]
     summary.update(
         mask={"model": run.mask_model, "alpha": run.mask_alpha if run.mask_model == "ridge" else None,
-              "noise_sigma": run.mask_noise, "refit": run.refit,
+              "noise_sigma": run.mask_noise, "private_scale": run.mask_scale, "refit": run.refit,
               "users": len(masked.masks), "mean_explained_variance": float(np.mean(explained)),
               "mean_fitted": float(np.mean(list(masked.fitted_counts.values())))},
         policy=run.policy,
@@ -834,6 +859,8 @@ def add_mask_arguments(parser) -> None:
     group.add_argument("--mask-alpha", type=float, default=30.0, help="ridge strength of --mask-model ridge")
     group.add_argument("--mask-noise", type=float, default=0.0, metavar="SIGMA",
                        help="add private N(0, SIGMA^2) noise (os.urandom) to each training rating's mask")
+    group.add_argument("--mask-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="shrink each user's residuals by a private scale drawn from U[LOW, HIGH]")
     group.add_argument("--refit", action="store_true",
                        help="device-side refit of the private user vector and bias on the denoised targets")
     group.add_argument("--policy", choices=POLICIES, default="none",
@@ -863,6 +890,7 @@ def run_masked(args, split: Split, backend, config) -> int:
     run = MaskedRunConfig(
         dataset=args.dataset, mask_model=args.mask_model, mask_alpha=args.mask_alpha,
         mask_noise=args.mask_noise, refit=args.refit,
+        mask_scale=tuple(args.mask_scale) if args.mask_scale else None,
         policy=args.policy, min_fitted=args.min_fitted, audit_margin=args.audit_margin,
         audit_metrics=AUDIT_METRICS if args.audit_metric == "both" else (args.audit_metric,), rounds=args.rounds, mode=args.mode, seed=args.seed,
         compare_plain=not args.no_plain_reference, compare_encrypt_all_rounds=args.compare_encrypt_all,

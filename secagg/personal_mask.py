@@ -34,7 +34,10 @@ Local models are pluggable (anything with ``fit(x, y) -> predictor``):
   recovers y - m exactly on integer ratings undoes any mask that is a function of few
   private numbers (a per-user constant, ridge weights on public features) by fitting
   them so that y - m + f lands on the integer grid; an item-varying private part is what
-  it cannot fit. The price is label noise on what the federated model learns from.
+  it cannot fit. The price is label noise on what the federated model learns from;
+* :class:`PrivateScale`: wraps a model f and keeps a private share of the residual,
+  m(x) = f(x) + (1 - s)(y_x - f(x)) on fitted keys, so the masked targets are
+  s (y - f) with a private scale s (``os.urandom``, uniform in [low, high]).
 
 This module is model-agnostic: keys ``x`` are whatever the local model understands.
 Example::
@@ -96,10 +99,13 @@ class PersonalMask:
         return y - self.values(x)
 
     def base_values(self, x: np.ndarray) -> np.ndarray:
-        """m(x) without the private noise of :class:`PrivateNoise` (= :meth:`values` otherwise):
+        """m(x) of the innermost base model, without the private parts added by
+        :class:`PrivateNoise` / :class:`PrivateScale` (= :meth:`values` for other models):
         the device's denoised targets y - base are what it refits its private parameters on."""
-        base = getattr(self.predictor, "base", None)
-        return self.values(x) if base is None else PersonalMask(base, 0, 0.0, 0.0).values(x)
+        base = self.predictor
+        while getattr(base, "base", None) is not None:
+            base = base.base
+        return PersonalMask(base, 0, 0.0, 0.0).values(x)
 
     def unmask(self, x: np.ndarray, residual_prediction: np.ndarray) -> np.ndarray:
         """Device-side prediction m(x) + federated residual prediction."""
@@ -325,3 +331,41 @@ class _NoisyPredictor:
         out = np.asarray(self.base(x), dtype=np.float64).copy()
         out[idx >= 0] += self.noise[idx[idx >= 0]]
         return out
+
+
+def private_uniform(low: float, high: float) -> float:
+    """One draw of U[low, high) from ``os.urandom`` (53 random bits)."""
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise InvalidInputError(f"need finite low <= high, got {low}, {high}")
+    bits = int.from_bytes(os.urandom(8), "big") >> 11
+    return low + (high - low) * bits / 2.0**53
+
+
+@dataclass(frozen=True)
+class PrivateScale:
+    """m(x) = f(x) + (1 - s)(y_x - f(x)) on the fitted keys, f(x) elsewhere.
+
+    The masked targets become y - m = s (y - f): the participant's residual shrunk by a
+    private scale s ~ U[low, high] (:func:`private_uniform`, one draw per participant).
+    Keys are a 1-D integer array (a repeated key uses its mean target). The predictor's
+    ``base`` is f (see :meth:`PersonalMask.base_values`).
+    """
+
+    base: LocalModel
+    low: float = 0.3
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.low <= self.high <= 1):
+            raise InvalidInputError(f"need 0 < low <= high <= 1, got {self.low}, {self.high}")
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Predictor:
+        x = np.asarray(x)
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
+            raise InvalidInputError("PrivateScale keys must be a 1-D integer array")
+        f = self.base.fit(x, y)
+        keys, inverse = np.unique(x, return_inverse=True)
+        mean_y = np.bincount(inverse, y, keys.size) / np.bincount(inverse, minlength=keys.size)
+        residual = mean_y - np.asarray(f(keys), dtype=np.float64)
+        s = private_uniform(self.low, self.high)
+        return _NoisyPredictor(f, keys, (1.0 - s) * residual)

@@ -21,7 +21,7 @@ from fedmf.masked import (
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
 from secagg.errors import InvalidInputError
-from secagg.personal_mask import BiasModel, PrivateNoise, RidgeModel, fit_personal_mask, private_normal
+from secagg.personal_mask import BiasModel, PrivateNoise, PrivateScale, fit_personal_mask, private_normal
 
 
 def test_private_normal_is_gaussian_and_not_reproducible():
@@ -115,3 +115,24 @@ def test_mask_leakage_counts_users_within_the_margin_and_noise_lowers_leakage(sm
         assert noisy[name]["rmse"] > clean[name]["rmse"]
         assert 0 <= noisy[name]["fraction_within_margin"] <= noisy[name]["fraction_within_margin_exact_only"] <= 1
     assert noisy["estimators"]["users"] == len(mask_split(small_split, model).masks)
+
+
+def test_private_scale_shrinks_residuals_and_the_scale_aware_em_undoes_it():
+    """A private per-user scale is no protection on integer ratings: r = r~ / s + f is
+    linear in (1/s, f), and the EM with r~ as an extra basis column fits it."""
+    rng = np.random.default_rng(6)
+    items = np.arange(150)
+    r = rng.integers(1, 6, items.size).astype(float)
+    mask = fit_personal_mask(PrivateScale(BiasModel(), 0.3, 1.0), items, r)
+    recovered = mask.mask(items, r)
+    s = recovered / (r - r.mean())
+    assert np.allclose(s, s[0]) and 0.3 <= s[0] <= 1.0, "r~ = s (r - f) with one private s"
+    assert np.allclose(mask.base_values(items), r.mean())
+    assert mask.values(np.array([999]))[0] == pytest.approx(r.mean()), "unseen key: base model only"
+    prior = PublicPrior.from_ratings(r)
+    aware = leakage(r, recovered, prior, MaskDesign(scaled=True), items)
+    exact, err = aware.per_estimator["em_scale_map"]
+    assert exact > 0.95 and err < 0.25, f"s = {s[0]:.3f}: the scale-aware EM recovers the ratings"
+    assert "em_scale_map" not in leakage(r, recovered, prior).per_estimator, "only for a scaled design"
+    with pytest.raises(InvalidInputError, match="low <= high"):
+        PrivateScale(BiasModel(), 0.0, 1.0)
