@@ -15,7 +15,7 @@ Four measurements, each against its peer in the same run:
 4. cost: the adaptive protocol (self-audit, count with the median number of ratings as
    threshold, self-audit with a noisy mask) vs encrypting every upload, with packed
    Paillier (2048-bit key), on a seeded subset of users for a few rounds; the runs
-   alternate (all, audit, count, audit-noisy, all, ...) ``--cost-repeats`` times; wall and
+   alternate (all, audit, count, audit with selective noise sigma 2, all, ...) ``--cost-repeats`` times; wall and
    process-CPU seconds per round as mean, min, max, and the ratio of means.
 
 ``--quick`` (< 60 s): a 60-user synthetic split, a 1024-bit test key (opt-in), few rounds.
@@ -37,10 +37,8 @@ from fedmf.data import load_split, random_holdout, synthetic_ratings
 from fedmf.masked import (
     MaskedRunConfig,
     PublicPrior,
-    local_model,
-    mask_design,
+    make_masks,
     mask_leakage,
-    mask_split,
     refit_private,
     test_rmse,
     train_masked,
@@ -54,6 +52,7 @@ ATTACK_KEYS = ("users_recovered", "exact_fraction", "guess_exact_fraction", "rms
                "max_user_advantage", "max_user_advantage_rmse", "masked_targets_rmse",
                "users_within_margin", "per_estimator", "best_estimator_counts", "best_rmse_estimator_counts")
 MARGIN = 0.05
+REFERENCE_LR = ModelConfig().lr  # the plain FedMF peer of the accuracy target
 MORE_MARGINS = (0.1, 0.2)
 
 
@@ -83,16 +82,19 @@ def _train(split, offset, rounds, lr):
 def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
     """One row per mask (model, private noise sigma, private scale range) and learning
     rate: accuracy and audit pass rates."""
-    plain = {}
-    out = []
-    for kind, sigma, scale, lr in rows:
+    plain, out = {}, []
+    for kind, sigma, scale, lr, selective in [(None, 0, None, REFERENCE_LR, False), *rows]:
         if lr not in plain:
             t = _train(split, None, rounds, lr)
             plain[lr] = (t.history[-1].test_rmse, test_rmse(t, refit_private(t, split.train.ratings)))
-        masked = mask_split(split, local_model(kind, dataset, split), noise_sigma=sigma, scale=scale,
-                            design=mask_design(kind, dataset, split))
-        row = {"mask_model": kind, "noise_sigma": sigma, "private_scale": scale, "lr": lr, "rounds": rounds,
-               "plain_fedmf_test_rmse": plain[lr][0], "plain_fedmf_refit_test_rmse": plain[lr][1]}
+        if kind is None:
+            continue
+        masked = make_masks(split, MaskedRunConfig(dataset, kind, mask_noise=sigma, mask_scale=scale,
+                                                   selective_noise=selective, audit_margin=MARGIN), prior)
+        row = {"mask_model": kind, "noise_sigma": sigma, "private_scale": scale, "selective_noise": selective,
+               "noisy_user_fraction": len(masked.noisy_users) / len(masked.masks), "lr": lr, "rounds": rounds,
+               "plain_fedmf_test_rmse": plain[lr][0], "plain_fedmf_refit_test_rmse": plain[lr][1],
+               "reference_plain_fedmf_test_rmse": plain[REFERENCE_LR][0]}
         trainer = _train(masked.split, masked.test_offset, rounds, lr)
         if trainer is None:
             row["diverged"] = True
@@ -100,7 +102,8 @@ def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
             refit = test_rmse(trainer, refit_private(trainer, split.train.ratings - masked.clean_train_mask),
                               masked.test_offset)
             row.update(diverged=False, test_rmse=trainer.history[-1].test_rmse, test_rmse_refit=refit,
-                       rmse_difference=refit - plain[lr][0],
+                       rmse_difference=refit - plain[REFERENCE_LR][0],
+                       rmse_difference_same_lr=refit - plain[lr][0],
                        rmse_difference_vs_plain_refit=refit - plain[lr][1])
         row["leakage"] = mask_leakage(masked, split.train.ratings, prior, MARGIN, MORE_MARGINS)
         out.append(row)
@@ -111,7 +114,8 @@ def trade_off(split, dataset, rows, rounds, prior) -> list[dict]:
 def _row_line(row) -> str:
     est, orc = row["leakage"]["estimators"], row["leakage"]["oracle"]
     acc = "diverged" if row["diverged"] else f"rmse {row['test_rmse_refit']:.4f} ({row['rmse_difference']:+.4f})"
-    return (f"{row['mask_model']} sigma {row['noise_sigma']} scale {row['private_scale']} lr {row['lr']}: "
+    return (f"{row['mask_model']} sigma {row['noise_sigma']} scale {row['private_scale']} selective "
+            f"{row['selective_noise']} (noisy {row['noisy_user_fraction']:.3f}) lr {row['lr']}: "
             f"{acc}; within margin "
             f"{est['fraction_within_margin']:.3f} (oracle {orc['fraction_within_margin']:.3f}); exact "
             f"{est['exact_fraction']:.3f} rmse {est['rmse']:.3f} (guess {est['guess_exact_fraction']:.3f}, "
@@ -124,7 +128,7 @@ def cost(split, dataset, encrypted, mask_model, users, rounds, repeats, median_f
         "encrypt_all": dict(policy="all"),
         "audit": dict(policy="audit"),
         "count": dict(policy="count", min_fitted=median_fitted),
-        "audit_noise_sigma_2": dict(policy="audit", mask_noise=2.0),
+        "audit_selective_noise_sigma_2": dict(policy="audit", mask_noise=2.0, selective_noise=True),
     }
     runs = {name: [] for name in variants}
     for _ in range(repeats):
@@ -178,7 +182,7 @@ def main(argv=None) -> dict:
         key = {"key_bits": 1024, "allow_insecure_small_key": True}
         rounds, cost_users, cost_rounds = args.rounds or 10, None, args.cost_rounds or 2
         repeats, sigmas = args.cost_repeats or 1, args.sigmas or [0.0, 3.0]
-        extra = [("bias", 0.0, (0.3, 1.0), 0.35)]
+        extra = [("bias", 0.0, (0.3, 1.0), 0.35, False), ("bias", 3.0, None, 0.35, True)]
     else:
         dataset, mask_model = "ml-100k", "ridge"
         split = load_split("ml-100k", "u1")
@@ -186,15 +190,18 @@ def main(argv=None) -> dict:
         rounds, cost_users, cost_rounds = args.rounds or 60, args.cost_users or 120, args.cost_rounds or 2
         repeats = args.cost_repeats or 3
         sigmas = args.sigmas if args.sigmas is not None else [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
-        extra = [("ridge", 2.0, None, 0.15), ("ridge", 0.0, (0.3, 1.0), 0.35), ("ridge", 0.5, (0.3, 1.0), 0.35),
-                 ("bias", 0.0, None, 0.35), ("mf", 0.0, None, 0.35)]
+        extra = [("ridge", 2.0, None, 0.15, False), ("ridge", 0.0, (0.3, 1.0), 0.35, False),
+                 ("ridge", 0.5, (0.3, 1.0), 0.35, False), ("bias", 0.0, None, 0.35, False),
+                 ("mf", 0.0, None, 0.35, False)]
+        extra += [("ridge", sigma, None, lr, True) for lr in (0.35, 0.25) for sigma in (1.5, 2.0, 3.0)]
     prior = PublicPrior.from_ratings(split.train.ratings)
     common = dict(mask_model=mask_model, rounds=rounds)
     mask_only = _run(split, make_backend("plain"), dataset, **common)
     audit = _run(split, make_backend("plain"), dataset, policy="audit", compare_plain=False, **common)
     audit_exact = _run(split, make_backend("plain"), dataset, policy="audit", audit_metrics=("exact",),
                        compare_plain=False, **common)
-    curve = trade_off(split, dataset, [(mask_model, s, None, 0.35) for s in sigmas] + extra, rounds, prior)
+    curve = trade_off(split, dataset, [(mask_model, s, None, REFERENCE_LR, False) for s in sigmas] + extra,
+                      rounds, prior)
     result = {
         "dataset": split.name, "quick": args.quick, "mask_model": mask_model, "rounds": rounds,
         "key_bits": key["key_bits"], "machine": platform.processor() or platform.machine(),

@@ -159,6 +159,14 @@ class MaskedSplit:
     clean_train_mask: np.ndarray | None = None
 
     @property
+    def noisy_users(self) -> list[int]:
+        """Users whose training mask differs from the clean one (private noise or scale)."""
+        if self.clean_train_mask is None:
+            return []
+        rows = self.split.train.rows_by_user()
+        return [u for u in self.masks if not np.array_equal(self.train_mask[rows[u]], self.clean_train_mask[rows[u]])]
+
+    @property
     def fitted_counts(self) -> dict[int, int]:
         return {u: m.n_fitted for u, m in self.masks.items()}
 
@@ -192,9 +200,51 @@ def mask_split(split: Split, model: LocalModel, *, noise_sigma: float = 0.0,
                        masks, train_mask, test_offset, design, clean)
 
 
+def keep_noise_where_it_passes(clean: MaskedSplit, noisy: MaskedSplit, true_train: np.ndarray,
+                               prior: PublicPrior, margin: float) -> tuple[MaskedSplit, np.ndarray]:
+    """Per-user choice before training: keep the noisy mask only for users whose noisy
+    masked targets pass the audit (advantage <= ``margin`` under exact and RMSE, for the
+    de-masking estimators AND the :func:`oracle_leakage` bound); every other user keeps
+    the clean mask (it fails the audit and is encrypted anyway, so noise would only cost
+    accuracy). Returns the mixed split and the boolean per-user choice.
+
+    Caveat [R]: the kept draws are selected (those the attacks do worst on); the audit
+    scores the realised draw, but a server that models this selection could do better
+    than estimators assuming an unconditional N(0, sigma^2) noise law.
+    """
+    train = clean.split.train
+    keep = np.zeros(train.n_users, bool)
+    ratings, offsets = clean.split.train.ratings.copy(), clean.train_mask.copy()
+    masks = dict(clean.masks)
+    for u, rows in enumerate(train.rows_by_user()):
+        if rows.size == 0:
+            continue
+        y = noisy.split.train.ratings[rows]
+        scores = (leakage(true_train[rows], y, prior, noisy.design, train.items[rows]),
+                  oracle_leakage(true_train[rows], y, clean.train_mask[rows], prior, noisy.design.noise_sigma))
+        if max(sc.advantage(m) for sc in scores for m in AUDIT_METRICS) <= margin:
+            keep[u] = True
+            ratings[rows], offsets[rows], masks[u] = y, noisy.train_mask[rows], noisy.masks[u]
+    mixed = MaskedSplit(Split(replace(train, ratings=ratings), clean.split.test, clean.split.validation,
+                              f"{clean.split.name} selective noise"),
+                        masks, offsets, clean.test_offset, noisy.design, clean.clean_train_mask)
+    return mixed, keep
+
+
 def mask_design(kind: str, dataset: str, split: Split) -> MaskDesign:
     """The public basis of a mask model (ridge: its public item features)."""
     return MaskDesign(item_genres(dataset, split)) if kind == "ridge" else MaskDesign()
+
+
+def make_masks(split: Split, run: MaskedRunConfig, prior: PublicPrior) -> MaskedSplit:
+    """The masks of a run: local model, private scale and noise (selective or not)."""
+    model = local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha)
+    design = mask_design(run.mask_model, run.dataset, split)
+    masked = mask_split(split, model, noise_sigma=run.mask_noise, scale=run.mask_scale, design=design)
+    if run.selective_noise and run.mask_noise > 0:
+        clean = mask_split(split, model, scale=run.mask_scale, design=design)
+        masked, _ = keep_noise_where_it_passes(clean, masked, split.train.ratings, prior, run.audit_margin)
+    return masked
 
 
 def refit_private(trainer: FedMFTrainer, targets: np.ndarray) -> np.ndarray:
@@ -663,6 +713,8 @@ class MaskedRunConfig:
     mask_noise: float = 0.0
     #: (low, high): residuals shrunk by a private per-user scale (PrivateScale); None: no
     mask_scale: tuple[float, float] | None = None
+    #: keep the noise only for users it lets pass the audit (keep_noise_where_it_passes)
+    selective_noise: bool = False
     #: device-side refit of the private user coordinates on the denoised targets
     refit: bool = False
     policy: str = "none"
@@ -701,9 +753,7 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
     if run.policy not in POLICIES:
         raise ConfigError(f"policy must be one of {POLICIES}, got {run.policy!r}")
     prior = PublicPrior.from_ratings(split.train.ratings)
-    masked = mask_split(split, local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha),
-                        noise_sigma=run.mask_noise, scale=run.mask_scale,
-                        design=mask_design(run.mask_model, run.dataset, split))
+    masked = make_masks(split, run, prior)
     trainer, adaptive, auditor = _masked_trainer(split, masked, backend, config, run, prior, run.policy)
     recorder, infos = PairRecorder(trainer), []
     trainer.observer = lambda *a: (recorder(*a), infos.append(a[1].info))
@@ -719,6 +769,7 @@ def train_masked(split: Split, backend, config, run: MaskedRunConfig, *, log=pri
     summary.update(
         mask={"model": run.mask_model, "alpha": run.mask_alpha if run.mask_model == "ridge" else None,
               "noise_sigma": run.mask_noise, "private_scale": run.mask_scale, "refit": run.refit,
+              "selective_noise": run.selective_noise, "noisy_users": len(masked.noisy_users),
               "users": len(masked.masks), "mean_explained_variance": float(np.mean(explained)),
               "mean_fitted": float(np.mean(list(masked.fitted_counts.values())))},
         policy=run.policy,
@@ -861,6 +912,8 @@ def add_mask_arguments(parser) -> None:
                        help="add private N(0, SIGMA^2) noise (os.urandom) to each training rating's mask")
     group.add_argument("--mask-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="shrink each user's residuals by a private scale drawn from U[LOW, HIGH]")
+    group.add_argument("--selective-noise", action="store_true",
+                       help="keep --mask-noise only for users it lets pass the audit (others keep the clean mask)")
     group.add_argument("--refit", action="store_true",
                        help="device-side refit of the private user vector and bias on the denoised targets")
     group.add_argument("--policy", choices=POLICIES, default="none",
@@ -889,7 +942,7 @@ def run_masked(args, split: Split, backend, config) -> int:
         raise ConfigError("--policy needs --mask personalized")
     run = MaskedRunConfig(
         dataset=args.dataset, mask_model=args.mask_model, mask_alpha=args.mask_alpha,
-        mask_noise=args.mask_noise, refit=args.refit,
+        mask_noise=args.mask_noise, refit=args.refit, selective_noise=args.selective_noise,
         mask_scale=tuple(args.mask_scale) if args.mask_scale else None,
         policy=args.policy, min_fitted=args.min_fitted, audit_margin=args.audit_margin,
         audit_metrics=AUDIT_METRICS if args.audit_metric == "both" else (args.audit_metric,), rounds=args.rounds, mode=args.mode, seed=args.seed,

@@ -11,6 +11,7 @@ from fedmf.masked import (
     MaskDesign,
     PublicPrior,
     demask,
+    keep_noise_where_it_passes,
     leakage,
     local_model,
     mask_leakage,
@@ -136,3 +137,25 @@ def test_private_scale_shrinks_residuals_and_the_scale_aware_em_undoes_it():
     assert "em_scale_map" not in leakage(r, recovered, prior).per_estimator, "only for a scaled design"
     with pytest.raises(InvalidInputError, match="low <= high"):
         PrivateScale(BiasModel(), 0.0, 1.0)
+
+
+def test_selective_noise_keeps_it_only_for_users_it_lets_pass(small_split):
+    prior = PublicPrior.from_ratings(small_split.train.ratings)
+    model, true = local_model("bias", "synthetic", small_split), small_split.train.ratings
+    clean = mask_split(small_split, model)
+    noisy = mask_split(small_split, model, noise_sigma=3.0)
+    mixed, keep = keep_noise_where_it_passes(clean, noisy, true, prior, 0.05)
+    assert 0 < keep.sum() < len(clean.masks), "sigma = 3 lets some users pass, not all"
+    assert sorted(mixed.noisy_users) == list(np.flatnonzero(keep))
+    train = mixed.split.train
+    for u, rows in enumerate(train.rows_by_user()):
+        if rows.size == 0:
+            continue
+        source = noisy if keep[u] else clean
+        assert np.array_equal(train.ratings[rows], source.split.train.ratings[rows])
+        if keep[u]:
+            score = leakage(true[rows], train.ratings[rows], prior, mixed.design, train.items[rows])
+            bound = oracle_leakage(true[rows], train.ratings[rows], clean.train_mask[rows], prior, 3.0)
+            assert max(score.advantage("exact"), score.advantage("rmse"),
+                       bound.advantage("exact"), bound.advantage("rmse")) <= 0.05
+    assert np.array_equal(mixed.clean_train_mask, clean.clean_train_mask)
