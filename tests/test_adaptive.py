@@ -237,3 +237,19 @@ def test_cli_writes_the_summary(small_split, tmp_path, monkeypatch):
     assert "exact_fraction" in summary["attack"]
     assert main(["train", "--dataset", "synthetic", "--mask", "personalized", "--mask-model", "bias",
                  "--participants", "1", "--rounds", "1"]) == 2, "a cohort of one is refused"
+
+
+def test_cli_noise_refit_and_audit_flags(small_split, tmp_path, monkeypatch):
+    import fedmf.commands.train as train_command
+
+    monkeypatch.setattr(train_command, "load_split", lambda *a, **k: small_split)
+    out = tmp_path / "noisy.json"
+    assert main(["train", "--dataset", "synthetic", "--mask", "personalized", "--mask-model", "bias",
+                 "--mask-noise", "3", "--selective-noise", "--refit", "--policy", "audit",
+                 "--rounds", "2", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["audit_metrics"] == ["exact", "rmse"]
+    assert summary["mask"]["selective_noise"] and 0 < summary["mask"]["noisy_users"] < summary["mask"]["users"]
+    assert "test_rmse_before_refit" in summary and "plain_fedmf_refit_test_rmse" in summary
+    assert summary["encrypted_fraction"] < 1
+    assert summary["attack"]["max_user_advantage_rmse"] <= 0.05
