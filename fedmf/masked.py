@@ -459,7 +459,8 @@ def oracle_leakage(true: np.ndarray, recovered: np.ndarray, clean_mask: np.ndarr
     Bayes-optimal estimator that is also handed the participant's whole local model f
     (the clean mask) and knows only the noise law eta ~ N(0, sigma^2): MAP for the
     exact metric, posterior mean for RMSE. Not a server capability: a bound that does
-    not depend on how clever the de-masking estimators are."""
+    not depend on how clever the de-masking estimators are. It assumes the mask is
+    f + eta (PrivateNoise); for a PrivateScale mask it is not a bound."""
     post, _ = _e_step(recovered + clean_mask, np.log(prior.histogram + 1e-12),
                       float(np.hypot(noise_sigma, 1e-3)))
     lo, hi = RATING_SCALE
@@ -869,6 +870,7 @@ def _adaptive_summary(run, infos, auditor) -> dict[str, object]:
         "plain_path_client_seconds_per_round": per_round("plain", "client_seconds"),
         "bytes_up_per_round": per_round("encrypted", "bytes_up") + per_round("plain", "bytes_up"),
         "promoted_per_round": float(np.mean([len(i["promoted"]) for i in infos])),
+        "policy_client_seconds_per_round": float(np.mean([i["policy_client_seconds"] for i in infos])),
         "encrypted_fraction_per_round": [i["encrypted_fraction"] for i in infos],
     }
     if run.policy == "count":
