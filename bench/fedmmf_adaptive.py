@@ -13,11 +13,12 @@ Four measurements, each against its peer in the same run:
    test RMSE (with the device-side refit) vs plain FedMF, and the fraction of users whose
    masked targets (what the attack recovers exactly) stay within the audit margin, for
    the estimators and for the oracle bound (server handed the whole local model);
-4. cost: the adaptive protocol (self-audit, count with the median number of ratings as
-   threshold, self-audit with a noisy mask) vs encrypting every upload, with packed
-   Paillier (2048-bit key), on a seeded subset of users for a few rounds; the runs
-   alternate (all, audit, count, audit with selective noise sigma 1.5 and 3, all, ...) ``--cost-repeats`` times; wall and
-   process-CPU seconds per round as mean, min, max, and the ratio of means.
+4. cost: the adaptive protocol (self-audit; count with the median number of ratings as
+   threshold; self-audit with selective noise sigma 1.5 and 3) vs encrypting every
+   upload, with packed Paillier (2048-bit key), on a seeded subset of users for a few
+   rounds; the runs alternate (all, audit, count, selective 1.5, selective 3, all, ...)
+   ``--cost-repeats`` times; wall and process-CPU seconds per round as mean, min, max,
+   and the ratio of means.
 
 ``--quick`` (< 60 s): a 60-user synthetic split, a 1024-bit test key (opt-in), few rounds.
 

@@ -961,7 +961,8 @@ def run_masked(args, split: Split, backend, config) -> int:
         mask_noise=args.mask_noise, refit=args.refit, selective_noise=args.selective_noise,
         mask_scale=tuple(args.mask_scale) if args.mask_scale else None,
         policy=args.policy, min_fitted=args.min_fitted, audit_margin=args.audit_margin,
-        audit_metrics=AUDIT_METRICS if args.audit_metric == "both" else (args.audit_metric,), rounds=args.rounds, mode=args.mode, seed=args.seed,
+        audit_metrics=AUDIT_METRICS if args.audit_metric == "both" else (args.audit_metric,),
+        rounds=args.rounds, mode=args.mode, seed=args.seed,
         compare_plain=not args.no_plain_reference, compare_encrypt_all_rounds=args.compare_encrypt_all,
         participants=args.participants,
     )
