@@ -316,11 +316,13 @@ class PrivateNoise:
         if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
             raise InvalidInputError("PrivateNoise keys must be a 1-D integer array")
         keys = np.unique(x)
-        return _NoisyPredictor(self.base.fit(x, y), keys, private_normal(keys.size, self.sigma))
+        return _KeyedOffsetPredictor(self.base.fit(x, y), keys, private_normal(keys.size, self.sigma))
 
 
 @dataclass(frozen=True)
-class _NoisyPredictor:
+class _KeyedOffsetPredictor:
+    """base(x) + offset[x] for the stored keys, base(x) for any other key."""
+
     base: Predictor
     keys: np.ndarray
     noise: np.ndarray
@@ -368,4 +370,4 @@ class PrivateScale:
         mean_y = np.bincount(inverse, y, keys.size) / np.bincount(inverse, minlength=keys.size)
         residual = mean_y - np.asarray(f(keys), dtype=np.float64)
         s = private_uniform(self.low, self.high)
-        return _NoisyPredictor(f, keys, (1.0 - s) * residual)
+        return _KeyedOffsetPredictor(f, keys, (1.0 - s) * residual)
