@@ -48,9 +48,9 @@ and the noise level; Kerckhoffs: the code is public):
   one constant to undo), not only constant ones; ``em_scale`` (scaled designs) adds r~
   itself to the basis, r = a r~ + <B, w>, which undoes a private residual scale.
 
-:func:`oracle_leakage` is a bound, not an estimator: the Bayes-optimal estimate when the
-server is also handed the user's whole local model f and knows only the noise law;
-:func:`mask_leakage` reports both over all users.
+:func:`oracle_leakage` is a pessimistic reference, not a server capability: the Bayes
+estimate when the server is also handed the user's private local model f and scale s
+and knows the noise law; :func:`mask_leakage` reports both over all users.
 
 The no-knowledge guess is mu_pub for every rating. :func:`leakage` scores the estimators
 by the fraction of ratings recovered exactly (``exact_fraction``, after rounding and
@@ -146,8 +146,8 @@ class MaskDesign:
 
     features: np.ndarray | None = None
     noise_sigma: float = 0.0
-    #: residuals shrunk by a private per-user scale (PrivateScale)
-    scaled: bool = False
+    #: (low, high) of the private per-user residual scale s (PrivateScale); None: unscaled
+    scale_range: tuple[float, float] | None = None
 
     def basis(self, items: np.ndarray) -> np.ndarray:
         """The (n, 1 + d) public basis for one user's rated ``items`` (intercept first)."""
@@ -209,7 +209,8 @@ def mask_split(split: Split, model: LocalModel, *, noise_sigma: float = 0.0,
         clean[rows] = mask.base_values(train.items[rows])
         test_offset[test_rows[u]] = mask.values(test.items[test_rows[u]])
     masked_train = replace(train, ratings=train.ratings - train_mask, name=f"{train.name} masked")
-    design = replace(design or MaskDesign(), noise_sigma=float(noise_sigma), scaled=scale is not None)
+    design = replace(design or MaskDesign(), noise_sigma=float(noise_sigma),
+                     scale_range=None if scale is None else (float(scale[0]), float(scale[1])))
     return MaskedSplit(Split(masked_train, test, split.validation, f"{split.name} masked"),
                        masks, train_mask, test_offset, design, clean)
 
@@ -218,7 +219,7 @@ def keep_noise_where_it_passes(clean: MaskedSplit, noisy: MaskedSplit, true_trai
                                prior: PublicPrior, margin: float) -> tuple[MaskedSplit, np.ndarray]:
     """Per-user choice before training: keep the noisy mask only for users whose noisy
     masked targets pass the audit (advantage <= ``margin`` under exact and RMSE, for the
-    de-masking estimators AND the :func:`oracle_leakage` bound); every other user keeps
+    de-masking estimators AND the :func:`oracle_leakage` reference); every other user keeps
     the clean mask (it fails the audit and is encrypted anyway, so noise would only cost
     accuracy). Returns the mixed split and the boolean per-user choice.
 
@@ -235,7 +236,8 @@ def keep_noise_where_it_passes(clean: MaskedSplit, noisy: MaskedSplit, true_trai
             continue
         y = noisy.split.train.ratings[rows]
         scores = (leakage(true_train[rows], y, prior, noisy.design, train.items[rows]),
-                  oracle_leakage(true_train[rows], y, clean.train_mask[rows], prior, noisy.design.noise_sigma))
+                  oracle_leakage(true_train[rows], y, clean.clean_train_mask[rows], prior,
+                                 noisy.design.noise_sigma, noisy.masks[u].private_scale))
         if max(sc.advantage(m) for sc in scores for m in AUDIT_METRICS) <= margin:
             keep[u] = True
             ratings[rows], offsets[rows], masks[u] = y, noisy.train_mask[rows], noisy.masks[u]
@@ -251,12 +253,13 @@ def mask_design(kind: str, dataset: str, split: Split) -> MaskDesign:
 
 
 def make_masks(split: Split, run: MaskedRunConfig, prior: PublicPrior) -> MaskedSplit:
-    """The masks of a run: local model, private scale and noise (selective or not)."""
+    """The masks of a run: local model, private scale and noise; with ``selective_noise``
+    the users the private parts do not let pass the audit keep the plain local model."""
     model = local_model(run.mask_model, run.dataset, split, alpha=run.mask_alpha)
     design = mask_design(run.mask_model, run.dataset, split)
     masked = mask_split(split, model, noise_sigma=run.mask_noise, scale=run.mask_scale, design=design)
     if run.selective_noise and run.mask_noise > 0:
-        clean = mask_split(split, model, scale=run.mask_scale, design=design)
+        clean = mask_split(split, model, design=design)  # who fails is encrypted: plain f, no private parts
         masked, _ = keep_noise_where_it_passes(clean, masked, split.train.ratings, prior, run.audit_margin)
     return masked
 
@@ -303,26 +306,29 @@ class PublicPrior:
 LEVELS = np.arange(RATING_SCALE[0], RATING_SCALE[1] + 1, dtype=np.float64)
 SHIFT_GRID = np.arange(-250, 251) * 0.01
 EM_FLOOR = 0.05  # noise floor of the EM model: keeps the E-step finite at sigma = 0
-SCALE_STARTS = (1.0, 1.25, 1.6, 2.2, 3.0)  # 1/s starting points of the em_scale estimator
 
 
 def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2,
            basis: np.ndarray | None = None, noise_sigma: float = 0.0,
-           scaled: bool = False) -> dict[str, np.ndarray]:
+           scale_range: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """The server's public-knowledge estimates of r from recovered masked targets r~
     (see the module docstring). ``basis``: the mask design's public basis for these
     ratings (intercept first); ``noise_sigma``: the design's private noise level;
-    ``scaled``: the design shrinks residuals by a private scale (adds ``em_scale``)."""
+    ``scale_range``: the design shrinks residuals by a private scale s in this public
+    range (adds ``em_scale``, with 1/s constrained to the range)."""
+    return dict(_estimates(recovered, prior, sigma, basis, noise_sigma, scale_range))
+
+
+def _estimates(recovered, prior, sigma, basis, noise_sigma, scale_range):
+    """(name, estimate) pairs of :func:`demask`, cheapest first."""
     centre = prior.mean - recovered.mean()
     shifts = centre + SHIFT_GRID
     like = _shift_likelihood(recovered, shifts, prior, sigma)
     snapped = recovered + shifts[int(np.argmax(like))]
     snapped += np.mean(np.rint(snapped) - snapped)  # refine below the grid step
-    out = {
-        "recovered": recovered,
-        "public_mean": recovered + prior.mean,
-        "integer_snap": snapped,
-    }
+    yield "recovered", recovered
+    yield "public_mean", recovered + prior.mean
+    yield "integer_snap", snapped
     bases = {"em_shift": np.ones((recovered.size, 1))}
     if basis is not None and basis.shape[1] > 1:
         bases["em_basis"] = basis
@@ -330,21 +336,22 @@ def demask(recovered: np.ndarray, prior: PublicPrior, *, sigma: float = 0.2,
     shift_starts = _best_shifts(recovered, shifts, prior, scale)
     for name, B in bases.items():
         starts = [np.r_[c, np.zeros(B.shape[1] - 1)] for c in shift_starts]
-        _add_estimate(out, name, _em_posterior(recovered, B, prior, scale, starts))
-    if scaled:
+        yield from _posterior_estimates(name, _em_posterior(recovered, B, prior, scale, starts))
+    if scale_range is not None:
         B = np.hstack([bases.get("em_basis", bases["em_shift"]), recovered[:, None]])
         starts = []
-        for a in SCALE_STARTS:  # r = a r~ + <B, w>: the last coefficient is a - 1
+        bounds = (1.0 / scale_range[1], 1.0 / scale_range[0])
+        for a in np.geomspace(*bounds, 5):  # r = a r~ + <B, w>: the last coefficient is a - 1
             z = a * recovered
             for c in _best_shifts(z, prior.mean - z.mean() + SHIFT_GRID, prior, scale):
                 starts.append(np.r_[c, np.zeros(B.shape[1] - 2), a - 1.0])
-        _add_estimate(out, "em_scale", _em_posterior(recovered, B, prior, scale, starts))
-    return out
+        yield from _posterior_estimates("em_scale", _em_posterior(recovered, B, prior, scale, starts,
+                                                                  scaled=(noise_sigma, bounds)))
 
 
-def _add_estimate(out, name, post):
-    out[f"{name}_map"] = LEVELS[np.argmax(post, axis=1)]
-    out[f"{name}_mean"] = post @ LEVELS
+def _posterior_estimates(name, post):
+    yield f"{name}_map", LEVELS[np.argmax(post, axis=1)]
+    yield f"{name}_mean", post @ LEVELS
 
 
 def _shift_likelihood(recovered, shifts, prior, scale):
@@ -368,11 +375,19 @@ def _best_shifts(recovered, shifts, prior, scale, k: int = 2, modes: int = 4) ->
     return np.array(starts)
 
 
-def _em_posterior(y, B, prior, scale, starts, iters: int = 40, ridge: float = 1e-6) -> np.ndarray:
+def _em_posterior(y, B, prior, scale, starts, iters: int = 40, ridge: float = 1e-6,
+                  scaled: tuple[float, tuple[float, float]] | None = None) -> np.ndarray:
     """EM for r_j = y_j + <B_j, w> + N(0, scale^2), r_j in LEVELS with the public prior;
     returns the (n, 5) posterior of the best-likelihood start (``starts``: initial w;
     M-step: least squares on the posterior means, ``ridge`` on the non-intercept
-    coefficients)."""
+    coefficients). ``scaled`` = (sigma, (a_min, a_max)) marks a scaled design: the last
+    column of B is y itself with coefficient a - 1 (a = 1/s, kept in the public range),
+    the noise in rating units is a sigma, and the E-step's scale follows the current a."""
+    if scaled is None:
+        noise = lambda w: scale  # noqa: E731
+    else:
+        sigma, (a_min, a_max) = scaled
+        noise = lambda w: float(np.hypot(sigma * (1.0 + w[-1]), EM_FLOOR))  # noqa: E731
     log_prior = np.log(prior.histogram + 1e-12)
     penalty = ridge * np.eye(B.shape[1])
     penalty[0, 0] = 1e-9
@@ -381,12 +396,14 @@ def _em_posterior(y, B, prior, scale, starts, iters: int = 40, ridge: float = 1e
     for w0 in starts:
         w = np.array(w0, dtype=np.float64)
         for _ in range(iters):
-            post, loglik = _e_step(y + B @ w, log_prior, scale)
+            post, loglik = _e_step(y + B @ w, log_prior, noise(w))
             w_new = np.linalg.solve(gram, B.T @ (post @ LEVELS - y))
+            if scaled is not None:
+                w_new[-1] = np.clip(w_new[-1], a_min - 1.0, a_max - 1.0)
             if np.allclose(w_new, w, atol=1e-9):
                 break
             w = w_new
-        post, loglik = _e_step(y + B @ w, log_prior, scale)
+        post, loglik = _e_step(y + B @ w, log_prior, noise(w))
         if loglik > best[0]:
             best = (loglik, post)
     return best[1]
@@ -429,11 +446,14 @@ class Leakage:
 
 
 def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior,
-            design: MaskDesign | None = None, items: np.ndarray | None = None) -> Leakage:
+            design: MaskDesign | None = None, items: np.ndarray | None = None, *,
+            stop_above: float | None = None, stop_metrics: tuple[str, ...] = AUDIT_METRICS) -> Leakage:
     """Score every de-masking estimator, and keep the best one per metric (ties broken
     by the other metric; judged with the truth: an upper bound on a server that must
     pick one without it). ``design`` and the user's ``items`` enable the design-aware
-    estimators."""
+    estimators. With ``stop_above``, stop (cheapest estimators first) as soon as the
+    advantage under one of ``stop_metrics`` exceeds it: enough for an audit that
+    encrypts then (the other metric's figure may then be an underestimate)."""
     lo, hi = RATING_SCALE
     guess = np.full(true.shape, prior.mean)
 
@@ -444,9 +464,12 @@ def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior,
     g_exact, g_rmse = score(guess)
     design = design or MaskDesign()
     basis = design.basis(items) if items is not None else None
-    scores = {name: score(est) for name, est in
-              demask(recovered, prior, basis=basis, noise_sigma=design.noise_sigma,
-                     scaled=design.scaled).items()}
+    scores = {}
+    for name, est in _estimates(recovered, prior, 0.2, basis, design.noise_sigma, design.scale_range):
+        scores[name] = exact, err = score(est)
+        advantage = {"exact": exact - g_exact, "rmse": g_rmse - err}
+        if stop_above is not None and max(advantage[m] for m in stop_metrics) > stop_above:
+            break
     by_exact = max(scores, key=lambda k: (scores[k][0], -scores[k][1]))
     by_rmse = max(scores, key=lambda k: (-scores[k][1], scores[k][0]))
     return Leakage(true.size, scores[by_exact][0], scores[by_rmse][1], g_exact, g_rmse,
@@ -454,15 +477,17 @@ def leakage(true: np.ndarray, recovered: np.ndarray, prior: PublicPrior,
 
 
 def oracle_leakage(true: np.ndarray, recovered: np.ndarray, clean_mask: np.ndarray,
-                   prior: PublicPrior, noise_sigma: float) -> Leakage:
-    """An upper bound on ANY server's estimate from recovered r~ = r - f - eta: the
-    Bayes-optimal estimator that is also handed the participant's whole local model f
-    (the clean mask) and knows only the noise law eta ~ N(0, sigma^2): MAP for the
-    exact metric, posterior mean for RMSE. Not a server capability: a bound that does
-    not depend on how clever the de-masking estimators are. It assumes the mask is
-    f + eta (PrivateNoise); for a PrivateScale mask it is not a bound."""
-    post, _ = _e_step(recovered + clean_mask, np.log(prior.histogram + 1e-12),
-                      float(np.hypot(noise_sigma, 1e-3)))
+                   prior: PublicPrior, noise_sigma: float, scale: float = 1.0) -> Leakage:
+    """A pessimistic reference for a server that recovered r~ = s (r - f) - eta: the
+    Bayes estimate (global histogram prior) when the server is also handed the user's
+    private local model f (the clean mask) and scale s (1 without :class:`PrivateScale`)
+    and knows the noise law eta ~ N(0, sigma^2), from r~ / s + f = r - eta / s: MAP for
+    the exact metric, posterior mean for RMSE. It does not depend on how clever the
+    de-masking estimators are at fitting f and s. It is not an upper bound on every
+    server once the noise dominates: it uses f only through r~ / s + f, not as a prior
+    (f, the user's own model of its ratings, is private and itself beats the guess)."""
+    post, _ = _e_step(recovered / scale + clean_mask, np.log(prior.histogram + 1e-12),
+                      float(np.hypot(noise_sigma / scale, 1e-3)))
     lo, hi = RATING_SCALE
     guess = np.full(true.shape, prior.mean)
     exact = float(np.mean(LEVELS[np.argmax(post, axis=1)] == true))
@@ -477,7 +502,7 @@ def mask_leakage(masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior
                  margin: float, more_margins: tuple[float, ...] = ()) -> dict[str, object]:
     """Leakage of every user's masked targets r~ (what the two-round attack recovers,
     exactly, from plaintext uploads: ``masked_targets_rmse`` of :func:`attack_masked_uploads`),
-    scored with the design-aware estimators and with the :func:`oracle_leakage` bound.
+    scored with the design-aware estimators and with the :func:`oracle_leakage` reference.
 
     ``fraction_within_margin``: users whose advantage is <= ``margin`` under exact AND
     RMSE (who would pass the self-audit before their first plaintext pair); the
@@ -491,13 +516,13 @@ def mask_leakage(masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior
         n = exact = sq = g_exact = g_sq = 0.0
         within_exact = users = 0
         within = dict.fromkeys(margins, 0)
-        for rows in train.rows_by_user():
+        for u, rows in enumerate(train.rows_by_user()):
             if rows.size == 0:
                 continue
             true, rec = true_train[rows], train.ratings[rows]
             score = (leakage(true, rec, prior, masked.design, train.items[rows]) if name == "estimators"
                      else oracle_leakage(true, rec, masked.clean_train_mask[rows], prior,
-                                         masked.design.noise_sigma))
+                                         masked.design.noise_sigma, masked.masks[u].private_scale))
             users += 1
             n += rows.size
             exact += score.exact_fraction * rows.size
@@ -532,11 +557,12 @@ class RatingAuditor:
     """
 
     def __init__(self, trainer, masked: MaskedSplit, true_train: np.ndarray, prior: PublicPrior,
-                 metrics: tuple[str, ...] = AUDIT_METRICS) -> None:
+                 metrics: tuple[str, ...] = AUDIT_METRICS, margin: float | None = None) -> None:
         metrics = tuple(metrics)
         if not metrics or any(m not in AUDIT_METRICS for m in metrics):
             raise ConfigError(f"audit metrics must be a non-empty subset of {AUDIT_METRICS}, got {metrics!r}")
         self.trainer, self.prior, self.metrics, self.design = trainer, prior, metrics, masked.design
+        self.margin = margin  # known: stop the estimators once one beats it (the upload is encrypted)
         train = masked.split.train
         self.rows = train.rows_by_user()
         self.items = train.items
@@ -574,7 +600,8 @@ class RatingAuditor:
         if cached is not None and np.allclose(cached[0], recovered, rtol=0, atol=1e-9):
             return cached[1]
         rows = self.rows[cid]
-        score = leakage(self.true[rows], recovered, self.prior, self.design, self.items[rows])
+        score = leakage(self.true[rows], recovered, self.prior, self.design, self.items[rows],
+                        stop_above=self.margin, stop_metrics=self.metrics)
         adv = {m: score.advantage(m) for m in self.metrics}
         self._cache[cid] = (recovered.copy(), adv)
         return dict(adv)
@@ -835,7 +862,7 @@ def _masked_trainer(split, masked, backend, config, run, prior, policy):
     trainer = FedMFTrainer(masked.split, adaptive, config=config, mode=run.mode, seed=run.seed,
                            prediction_offset=masked.test_offset, users=users)
     if policy == "audit":
-        auditor = RatingAuditor(trainer, masked, split.train.ratings, prior, run.audit_metrics)
+        auditor = RatingAuditor(trainer, masked, split.train.ratings, prior, run.audit_metrics, run.audit_margin)
         adaptive.policy = rule.bind(auditor, run.audit_margin)
     return trainer, adaptive, auditor
 

@@ -107,6 +107,15 @@ class PersonalMask:
             base = base.base
         return PersonalMask(base, 0, 0.0, 0.0).values(x)
 
+    @property
+    def private_scale(self) -> float:
+        """s of a :class:`PrivateScale` mask (masked targets s (y - f) + noise), else 1."""
+        scale, predictor = 1.0, self.predictor
+        while predictor is not None:
+            scale *= getattr(predictor, "scale", 1.0)
+            predictor = getattr(predictor, "base", None)
+        return scale
+
     def unmask(self, x: np.ndarray, residual_prediction: np.ndarray) -> np.ndarray:
         """Device-side prediction m(x) + federated residual prediction."""
         r = _check_targets(x, residual_prediction)
@@ -321,11 +330,13 @@ class PrivateNoise:
 
 @dataclass(frozen=True)
 class _KeyedOffsetPredictor:
-    """base(x) + offset[x] for the stored keys, base(x) for any other key."""
+    """base(x) + offset[x] for the stored keys, base(x) for any other key; ``scale`` is
+    the share of the residual the masked targets keep (PrivateScale's s, else 1)."""
 
     base: Predictor
     keys: np.ndarray
     noise: np.ndarray
+    scale: float = 1.0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -370,4 +381,4 @@ class PrivateScale:
         mean_y = np.bincount(inverse, y, keys.size) / np.bincount(inverse, minlength=keys.size)
         residual = mean_y - np.asarray(f(keys), dtype=np.float64)
         s = private_uniform(self.low, self.high)
-        return _KeyedOffsetPredictor(f, keys, (1.0 - s) * residual)
+        return _KeyedOffsetPredictor(f, keys, (1.0 - s) * residual, scale=s)

@@ -1,4 +1,4 @@
-"""Private-noise masks, the design-aware de-masking attack, the oracle bound and the
+"""Private-noise masks, the design-aware de-masking attack, the oracle reference and the
 device-side refit (secagg.personal_mask.PrivateNoise, fedmf.masked)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_design_aware_em_undoes_a_ridge_mask_that_a_constant_shift_cannot():
     assert score.estimator.startswith("em_basis") and score.exact_fraction > 0.98
 
 
-def test_oracle_bound_is_exact_without_noise_and_near_the_guess_with_a_lot():
+def test_oracle_is_exact_without_noise_and_near_the_guess_with_a_lot_of_it():
     rng = np.random.default_rng(5)
     r = rng.integers(1, 6, 4000).astype(float)
     prior = PublicPrior.from_ratings(r)
@@ -131,7 +131,7 @@ def test_private_scale_shrinks_residuals_and_the_scale_aware_em_undoes_it():
     assert np.allclose(mask.base_values(items), r.mean())
     assert mask.values(np.array([999]))[0] == pytest.approx(r.mean()), "unseen key: base model only"
     prior = PublicPrior.from_ratings(r)
-    aware = leakage(r, recovered, prior, MaskDesign(scaled=True), items)
+    aware = leakage(r, recovered, prior, MaskDesign(scale_range=(0.3, 1.0)), items)
     exact, err = aware.per_estimator["em_scale_map"]
     assert exact > 0.95 and err < 0.25, f"s = {s[0]:.3f}: the scale-aware EM recovers the ratings"
     assert "em_scale_map" not in leakage(r, recovered, prior).per_estimator, "only for a scaled design"
@@ -159,3 +159,19 @@ def test_selective_noise_keeps_it_only_for_users_it_lets_pass(small_split):
             assert max(score.advantage("exact"), score.advantage("rmse"),
                        bound.advantage("exact"), bound.advantage("rmse")) <= 0.05
     assert np.array_equal(mixed.clean_train_mask, clean.clean_train_mask)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.5, 3.0])
+def test_early_stopping_leakage_reaches_the_same_audit_verdict(sigma):
+    rng = np.random.default_rng(8)
+    features = np.eye(4)[rng.integers(0, 4, 80)]
+    r = rng.integers(1, 6, 80).astype(float)
+    recovered = r - (3.2 + features @ np.array([0.0, 0.3, -0.2, 0.1]) + rng.normal(0, sigma, 80))
+    prior = PublicPrior.from_ratings(r)
+    design = MaskDesign(features, noise_sigma=sigma)
+    full = leakage(r, recovered, prior, design, np.arange(80))
+    worst = lambda s, metrics: max(s.advantage(m) for m in metrics)  # noqa: E731
+    for metrics in (("exact", "rmse"), ("exact",), ("rmse",)):
+        quick = leakage(r, recovered, prior, design, np.arange(80), stop_above=0.05, stop_metrics=metrics)
+        assert (worst(quick, metrics) > 0.05) == (worst(full, metrics) > 0.05)
+        assert set(quick.per_estimator) <= set(full.per_estimator)
