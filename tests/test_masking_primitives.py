@@ -45,6 +45,17 @@ def test_mask_keys_differ_for_every_binding_field():
         assert pr.mask_key(b"k" * 32, **{**base, field: value}) != ref, field
 
 
+def test_mask_prg_is_aes128_ctr_of_the_hkdf_key():
+    """Masks are AES-128-CTR (zero IV) keystream words of a 16-byte HKDF-derived key."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = pr.mask_key(b"k" * 32, label=pr.LABEL_PAIR_MASK, session=b"s" * 32, round_id=1,
+                      party=(1, 2), vector="v", length=100, modulus=1 << 32)
+    assert len(key) == 16
+    expected = Cipher(algorithms.AES128(key), modes.CTR(bytes(16))).encryptor().update(bytes(400))
+    assert pr.uniform_mod(key, 100, 1 << 32).tobytes() == expected
+
+
 @pytest.mark.parametrize("modulus", [2, 3, 1000003, 1 << 20, 1 << 32, (1 << 32) + 15, 1 << 63, 1 << 64])
 def test_uniform_mod_is_in_range_and_deterministic(modulus):
     key = b"\x07" * 32

@@ -311,3 +311,5 @@ def test_clients_quantize_while_masking_across_chunk_boundaries(modulus):
     assert [int(v) for v in res.aggregate] == [int(v) for v in expected]
     with pytest.raises(InvalidInputError, match="NaN"):
         SecAggClient(1).set_input(np.array([0.0, np.nan]), quant[0])
+    with pytest.raises(InvalidInputError, match="inf"):
+        SecAggClient(1).set_input(np.array([-np.inf, 0.0]), quant[0])

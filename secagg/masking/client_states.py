@@ -31,7 +31,7 @@ from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
 from .graph import neighbours_of
-from .quantize import Quantizer, check_float_vector
+from .quantize import Quantizer, check_finite_vector
 
 
 @dataclass
@@ -348,9 +348,7 @@ class SecAggClient:
         if quantizer is None:
             x = np.asarray(x)
         else:
-            x = check_float_vector(x)
-            if not np.isfinite(x).all():
-                raise InvalidInputError("input has NaN or inf")
+            x = check_finite_vector(x)
         if self.ctx.config is not None:
             _check_input(x, quantizer, self.ctx.config)
         self.ctx.input, self.ctx.quantizer = x, quantizer
