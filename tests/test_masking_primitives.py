@@ -45,15 +45,42 @@ def test_mask_keys_differ_for_every_binding_field():
         assert pr.mask_key(b"k" * 32, **{**base, field: value}) != ref, field
 
 
-def test_mask_prg_is_aes128_ctr_of_the_hkdf_key():
-    """Masks are AES-128-CTR (zero IV) keystream words of a 16-byte HKDF-derived key."""
+def _ctr_keystream(key: bytes, nbytes: int) -> bytes:
+    """The reference PRG: plain AES-CTR from counter block 0^96 || [2]_32."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+    return Cipher(algorithms.AES(key), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor().update(
+        bytes(nbytes))
+
+
+def test_mask_prg_is_aes256_ctr_of_the_hkdf_key():
+    """Masks are AES-256-CTR keystream words (counter from 2) of a 32-byte HKDF-derived key."""
     key = pr.mask_key(b"k" * 32, label=pr.LABEL_PAIR_MASK, session=b"s" * 32, round_id=1,
                       party=(1, 2), vector="v", length=100, modulus=1 << 32)
-    assert len(key) == 16
-    expected = Cipher(algorithms.AES128(key), modes.CTR(bytes(16))).encryptor().update(bytes(400))
-    assert pr.uniform_mod(key, 100, 1 << 32).tobytes() == expected
+    assert len(key) == 32
+    assert pr.uniform_mod(key, 100, 1 << 32).tobytes() == _ctr_keystream(key, 400)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=12), st.sampled_from([16, 32]))
+def test_prg_read_in_pieces_equals_one_ctr_keystream(pieces, key_len):
+    """The GCM engine read in odd-sized pieces (CtrStream, MaskStream) is the CTR keystream."""
+    key = bytes(range(key_len))
+    total = sum(2 * p for p in pieces)
+    stream = pr.CtrStream(key)
+    got = b"".join(stream.words16(p).tobytes() for p in pieces)
+    assert got == _ctr_keystream(key, total)
+    acc = np.zeros(total // 4, dtype=np.uint32)
+    pr.add_keystreams(acc, [key], [1], chunk_words=max(1, pieces[0]))
+    assert acc.tobytes() == _ctr_keystream(key, acc.size * 4)
+
+
+def test_prg_refuses_a_stream_longer_than_its_counter():
+    with pytest.raises(InvalidInputError, match="PRG limit"):
+        pr.check_prg_length(pr.PRG_MAX_BYTES + 1)
+    pr.check_prg_length(pr.PRG_MAX_BYTES)
+    with pytest.raises(InvalidInputError, match="16 or 32 bytes"):
+        pr.prg_cipher(b"short")
 
 
 @pytest.mark.parametrize("modulus", [2, 3, 1000003, 1 << 20, 1 << 32, (1 << 32) + 15, 1 << 63, 1 << 64])

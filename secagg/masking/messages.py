@@ -32,7 +32,7 @@ from .primitives import KEY_BYTES, LABEL_CONSISTENCY, SIG_BYTES
 from .shamir import SHARE_BYTES
 
 MAGIC = b"SA"
-VERSION = 1
+VERSION = 2  #: 2: the mask PRG became AES-256-CTR from counter block 2 (v1 masks differ)
 MAX_CLIENT_ID = (1 << 32) - 1
 
 T_CONFIG, T_ADVERTISE, T_KEYLIST, T_SHARES, T_FORWARD, T_MASKED = 1, 2, 3, 4, 5, 6

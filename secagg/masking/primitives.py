@@ -7,14 +7,18 @@ Bonawitz et al. (CCS 2017, section 3) need four primitives; we instantiate them 
   mask), salted with the session id so keys never repeat across sessions;
 * authenticated encryption AE for the Shamir shares: AES-256-GCM, random 96-bit nonce,
   associated data = session id || sender || recipient;
-* PRG for masks: AES-128-CTR keystream (zero IV) under a 128-bit key derived by HKDF
-  from the seed and (session id, round, pair or owner, vector name, length, modulus), so
-  no two masks ever share a key stream. 128 bits match the strength of the X25519 key
-  agreement the seeds come from (about 2^128 work), which bounds the protocol whatever
-  the PRG key size; Google's fcp keys AES-256 here, at about 15 % more keystream time
-  per mask on our benchmark host. The 128-bit block counter never wraps, and q blocks
-  of one key are distinguishable from uniform with advantage at most q^2 / 2^129
-  (PRP/PRF switching), under 2^-60 for any vector shorter than 2^34 blocks;
+* PRG for masks: AES-256-CTR under a 256-bit key derived by HKDF from the seed and
+  (session id, round, pair or owner, vector name, length, modulus), so no two masks
+  ever share a key stream (the key size of Google's fcp). Keystream block i (i = 0, 1,
+  ...) is E_K(0^96 || [i + 2]_32): the counter blocks that AES-GCM runs for a 96-bit
+  zero nonce, so OpenSSL's AES-GCM engine (VAES / AVX-512 where the CPU has it)
+  produces the keystream as the ciphertext of zeros, and its tag is discarded. Where
+  the CPU has VAES that engine is about twice as fast as OpenSSL's plain CTR mode (the
+  ``prg`` figures of ``bench/secagg_vs_flower.py`` measure both), and its output is bit
+  for bit the CTR keystream (tested against ``modes.CTR``). Each key encrypts one
+  stream, so the fixed nonce is never reused under a key. A stream is at most 2^32 - 2 blocks (64 GiB; the 32-bit counter never
+  wraps, longer requests raise), and q blocks of one key are distinguishable from
+  uniform with advantage at most q^2 / 2^129 (PRP/PRF switching), under 2^-65;
 * signatures (active-adversary variant only): Ed25519.
 
 Uniform sampling modulo M (2 <= M <= 2^64): raw keystream bits when M is a power of
@@ -44,7 +48,7 @@ from ..errors import InvalidInputError, KeyMismatchError, MalformedMessageError
 from .vectors import add_difference
 
 KEY_BYTES = 32
-MASK_KEY_BYTES = 16  #: AES-128 keys for the mask PRG (see the module docstring)
+MASK_KEY_BYTES = 32  #: AES-256 keys for the mask PRG (see the module docstring)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 SIG_BYTES = 64
@@ -156,11 +160,37 @@ def session_id(config_bytes: bytes, key_entries: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- PRG
+#: The longest keystream one PRG key yields: 2^32 - 2 blocks (the GCM counter is 32 bits).
+PRG_MAX_BYTES = ((1 << 32) - 2) * 16
+
+
+def prg_cipher(key: bytes):
+    """An encryptor whose output for zero input is the AES-CTR keystream of ``key``.
+
+    Blocks E_K(0^96 || [2]_32), E_K(0^96 || [3]_32), ...: AES-GCM's counter blocks for a
+    zero nonce (see the module docstring). Read it with ``update_into(zeros, out)``,
+    ``out`` at least 15 bytes longer than the input; callers keep the total under
+    :data:`PRG_MAX_BYTES` (:func:`check_prg_length`).
+    """
+    if len(key) not in (16, 32):
+        raise InvalidInputError(f"PRG key must be 16 or 32 bytes, got {len(key)}")
+    return Cipher(algorithms.AES(key), modes.GCM(bytes(NONCE_BYTES))).encryptor()
+
+
+def check_prg_length(nbytes: int) -> None:
+    """Refuse a keystream longer than one key can give without its counter wrapping."""
+    if nbytes > PRG_MAX_BYTES:
+        raise InvalidInputError(
+            f"a mask of {nbytes} bytes exceeds the PRG limit of {PRG_MAX_BYTES} bytes per key "
+            "(2^32 - 2 AES blocks); split the vector into several named vectors"
+        )
+
+
 def keystream(key: bytes, nbytes: int) -> np.ndarray:
-    """``nbytes`` of AES-CTR keystream (zero IV; AES-128 or -256 by key size) as uint8."""
+    """``nbytes`` of the AES-CTR keystream of ``key`` (see :func:`prg_cipher`) as uint8."""
+    check_prg_length(nbytes)
     out = np.empty(nbytes + 16, dtype=np.uint8)
-    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-    n = enc.update_into(_zeros(nbytes), out)
+    n = prg_cipher(key).update_into(_zeros(nbytes), out)
     return out[:n]
 
 
@@ -196,7 +226,7 @@ def check_modulus(modulus: int) -> int:
 
 def mask_key(seed: bytes, *, label: bytes, session: bytes, round_id: int, party: tuple[int, int],
              vector: str, length: int, modulus: int) -> bytes:
-    """AES-128 key of one mask: HKDF(seed, salt=session id, info=label||round||pair||vector||len||M).
+    """AES-256 key of one mask: HKDF(seed, salt=session id, info=label||round||pair||vector||len||M).
 
     ``party`` is (min id, max id) for a pairwise mask and (owner, owner) for a self mask.
     """
@@ -226,12 +256,14 @@ def uniform_mod(key: bytes, length: int, modulus: int) -> np.ndarray:
         return words
     bitmask = dtype.type((1 << (modulus - 1).bit_length()) - 1)
     # acceptance probability > 1/2; draw in growing batches from one continuous stream
-    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    enc = prg_cipher(key)
     out = np.empty(length, dtype=dtype)
-    filled = 0
+    filled, drawn = 0, 0
     while filled < length:
         need = length - filled
         batch = max(2 * need + 64, 1024)
+        drawn += batch * width
+        check_prg_length(drawn)
         words = np.frombuffer(enc.update(_zeros(batch * width)), dtype=dtype) & bitmask
         good = words[words < modulus][:need]
         out[filled:filled + good.size] = good
@@ -253,7 +285,7 @@ class MaskStream:
     def __init__(self, keys: list[bytes], signs: list[int], dtype: np.dtype) -> None:
         if len(keys) != len(signs):
             raise InvalidInputError("one sign per key")
-        ctxs = [Cipher(algorithms.AES(k), modes.CTR(bytes(16))).encryptor() for k in keys]
+        ctxs = [prg_cipher(k) for k in keys]
         plus = [c for c, s in zip(ctxs, signs) if s > 0]
         minus = [c for c, s in zip(ctxs, signs) if s <= 0]
         pairs = min(len(plus), len(minus))
@@ -261,9 +293,12 @@ class MaskStream:
         self._single = [(c, np.add) for c in plus[pairs:]] + [(c, np.subtract) for c in minus[pairs:]]
         self._dtype = np.dtype(dtype)
         self._bufs = np.empty((2, 0), dtype=np.uint8)
+        self._read = 0
 
     def add_to(self, part: np.ndarray) -> None:
         nbytes = part.size * self._dtype.itemsize
+        self._read += nbytes
+        check_prg_length(self._read)
         if self._bufs.shape[1] < nbytes + 16:
             self._bufs = np.empty((2, nbytes + 16), dtype=np.uint8)
         first, second = self._bufs
@@ -287,17 +322,20 @@ def add_keystreams(acc: np.ndarray, keys: list[bytes], signs: list[int], *,
 
 
 class CtrStream:
-    """A continuing AES-CTR keystream read in pieces into one reused buffer.
+    """A continuing AES-CTR keystream (:func:`prg_cipher`) read in pieces into one buffer.
 
     Keyed from ``os.urandom`` it is the CSPRNG of stochastic rounding (never numpy's RNG).
     """
 
     def __init__(self, key: bytes) -> None:
-        self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._enc = prg_cipher(key)
         self._buf = np.empty(0, dtype=np.uint8)
+        self._read = 0
 
     def words16(self, n: int) -> np.ndarray:
         """The next n keystream words as uint16 (a view, valid until the next call)."""
+        self._read += 2 * n
+        check_prg_length(self._read)
         if self._buf.size < 2 * n + 16:
             self._buf = np.empty(2 * n + 16, dtype=np.uint8)
         self._enc.update_into(_zeros(2 * n), self._buf)
