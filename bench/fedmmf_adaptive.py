@@ -274,6 +274,8 @@ def main(argv=None) -> dict:
             "test_rmse": selective["test_rmse"], "test_rmse_before_refit": selective["test_rmse_before_refit"],
             "plain_fedmf_test_rmse": selective["plain_fedmf_test_rmse"],
             "rmse_difference": selective["rmse_difference"],
+            "plain_fedmf_refit_test_rmse": selective["plain_fedmf_refit_test_rmse"],
+            "rmse_difference_vs_plain_refit": selective["rmse_difference_vs_plain_refit"],
             "encrypted_fraction": selective["encrypted_fraction"],
             "plaintext_users_attack": _attack(selective),
         },
