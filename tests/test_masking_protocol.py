@@ -275,6 +275,8 @@ def test_input_checks():
     c = SecAggClient(1)
     with pytest.raises(InvalidInputError):
         c.handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", L, 1 << 8, 1, 2).to_bytes())  # t > k
+    with pytest.raises(InvalidInputError, match="PRG limit"):  # 2^33 uint64 words: longer than one AES stream
+        SecAggClient(1).handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", 1 << 33, 1 << 40, 2, 1).to_bytes())
 
 
 def test_worker_processes_give_the_same_exact_sum_and_propagate_errors():

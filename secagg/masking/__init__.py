@@ -1,6 +1,7 @@
 """SecAgg and SecAgg+ pairwise-mask secure aggregation (Bonawitz et al. 2017; Bell et al. 2020).
 
-* :mod:`.primitives`: X25519, HKDF-SHA256 labels, AES-256-GCM, AES-256-CTR mask PRG (run on OpenSSL's GCM engine), Ed25519.
+* :mod:`.primitives`: X25519, HKDF-SHA256 labels, AES-256-GCM, AES-256-CTR mask PRG
+  (run on OpenSSL's GCM engine), Ed25519.
 * :mod:`.shamir`: vectorised prime-field Shamir with cached Lagrange coefficients.
 * :mod:`.messages`: versioned, length-checked wire messages (no pickle).
 * :mod:`.client_states` / :mod:`.server_states`: one state per protocol round.

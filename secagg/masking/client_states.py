@@ -102,6 +102,7 @@ def _check_config(cfg: m.RoundConfig, ctx: ClientContext) -> None:
         raise ProtocolError(f"client {ctx.client_id} is not in the round's client list")
     if cfg.length < 1:
         raise InvalidInputError("RoundConfig: vector length must be >= 1")
+    pr.check_prg_length(cfg.length * pr.word_dtype(cfg.modulus).itemsize)
     if not 1 <= cfg.t <= cfg.k or cfg.k > n - 1 or (cfg.k < n - 1 and cfg.k % 2):
         raise InvalidInputError(f"RoundConfig: invalid graph degree k={cfg.k} / threshold t={cfg.t} for n={n}")
     if cfg.active and (ctx.identity_key is None or ctx.pki is None):

@@ -16,9 +16,10 @@ Bonawitz et al. (CCS 2017, section 3) need four primitives; we instantiate them 
   the CPU has VAES that engine is about twice as fast as OpenSSL's plain CTR mode (the
   ``prg`` figures of ``bench/secagg_vs_flower.py`` measure both), and its output is bit
   for bit the CTR keystream (tested against ``modes.CTR``). Each key encrypts one
-  stream, so the fixed nonce is never reused under a key. A stream is at most 2^32 - 2 blocks (64 GiB; the 32-bit counter never
-  wraps, longer requests raise), and q blocks of one key are distinguishable from
-  uniform with advantage at most q^2 / 2^129 (PRP/PRF switching), under 2^-65;
+  stream, so the fixed nonce is never reused under a key. A stream is at most
+  2^32 - 2 blocks (64 GiB; the 32-bit counter never wraps, longer requests raise), and
+  q blocks of one key are distinguishable from uniform with advantage at most
+  q^2 / 2^129 (PRP/PRF switching), under 2^-65;
 * signatures (active-adversary variant only): Ed25519.
 
 Uniform sampling modulo M (2 <= M <= 2^64): raw keystream bits when M is a power of
