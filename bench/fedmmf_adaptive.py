@@ -204,6 +204,93 @@ def plot_trade_off(rows, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _num(x: float) -> str:
+    """A table number: 0.25 stays 0.25, 2.0 prints as 2."""
+    return f"{x:g}"
+
+
+def _vs(a, b) -> str:
+    return f"{a:.3f} ({b:.3f})"
+
+
+def _spread(s: dict) -> str:
+    return f"{s['mean']:.2f} ({s['min']:.2f} to {s['max']:.2f})"
+
+
+def markdown_tables(result: dict) -> str:
+    """The README's FedMMF tables (accuracy, leakage, cost, trade-off) from a run's JSON."""
+    acc, leak, sel = result["accuracy"], result["leakage"], result["self_audit_selective_noise"]
+    plain = acc["plain_fedmf_test_rmse"]
+    out = [f"Accuracy ({result['dataset']}, {result['rounds']} rounds; test RMSE, same model, seed and rounds):", "",
+           "| run | test RMSE | vs plain FedMF | vs plain FedMF with the same refit |", "|---|---:|---:|---:|",
+           f"| plain FedMF | {plain:.4f} | | |",
+           f"| plain FedMF, device-side refit | {sel['plain_fedmf_refit_test_rmse']:.4f} | | |",
+           f"| {result['mask_model']} mask + FedMF | {acc['masked_fedmf_test_rmse']:.4f} "
+           f"| **{acc['rmse_difference']:+.4f}** | |",
+           f"| adaptive protocol: selective scale + noise, device-side refit, self-audit (`{sel['command']}`) "
+           f"| {sel['test_rmse']:.4f} | **{sel['rmse_difference']:+.4f}** | **{sel['rmse_difference_vs_plain_refit']:+.4f}** |",
+           ""]
+    base = leak["plain_fedmf"]
+    out += [f"Leakage (no-knowledge guess over all users: {base['guess_exact_fraction']:.1%} exact, "
+            f"RMSE {base['guess_rmse']:.3f}):", "",
+            "| uploads attacked | users | exact fraction (their guess) | RMSE (their guess) |", "|---|---:|---:|---:|"]
+
+    def leak_row(name, a, users=None):
+        users = users if users is not None else a["users_recovered"]
+        if not a["users_recovered"]:
+            return f"| {name} | {users} | - | - |"
+        return (f"| {name} | {users} | {_vs(a['exact_fraction'], a['guess_exact_fraction'])} "
+                f"| {_vs(a['rmse'], a['guess_rmse'])} |")
+
+    mask = result["mask_model"]
+    out += [leak_row("plain FedMF", base), leak_row(f"{mask} mask only, all in clear", leak["mask_only"]),
+            leak_row(f"{mask} mask, self-audit on exact and RMSE", leak["self_audit_plaintext_users"],
+                     f"{leak['self_audit_plaintext_users']['users_recovered']} in clear "
+                     f"(encrypts {leak['self_audit_encrypted_fraction']:.1%})"),
+            leak_row(f"{mask} mask, self-audit on exact only: its plaintext users",
+                     leak["self_audit_exact_only_plaintext_users"]),
+            leak_row("**adaptive protocol above: its plaintext users**", sel["plaintext_users_attack"],
+                     f"{sel['plaintext_users_attack']['users_recovered']} (encrypts {sel['encrypted_fraction']:.1%})"),
+            ""]
+    if "cost" in result:
+        c = result["cost"]
+        out += [f"Per-round cost with packed Paillier ({c['key_bits']}-bit key) on a seeded {c['participants']}-user "
+                f"subset, {c['rounds']} rounds, {c['repeats']} alternating repeats of each policy (process CPU "
+                "seconds per round, mean and range; the ratio is of the means, and its range is over the "
+                "repeats, each against the encrypt-all run just before it):", "",
+                "| policy | fraction encrypted | CPU s per round | vs encrypt-all | per repeat "
+                "| attack on its plaintext users (vs guess) |", "|---|---:|---:|---:|---:|---|",
+                f"| encrypt everything | {c['encrypt_all']['encrypted_fraction']:.3f} "
+                f"| {_spread(c['encrypt_all']['cpu_seconds_per_round'])} | 1 | - | - |"]
+        names = {"audit": f"self-audit, {mask} mask",
+                 "count": f"count (encrypt masks fitted on < {c['count']['min_fitted']} ratings)",
+                 "audit_selective_scale_noise": "**self-audit, selective scale + noise (the adaptive protocol above)**"}
+        for key, name in names.items():
+            e, a = c[key], c[key]["attack"]
+            seen = (f"{a['users_recovered']} users: exact {a['exact_fraction']:.3f} vs {a['guess_exact_fraction']:.3f}, "
+                    f"RMSE {a['rmse']:.3f} vs {a['guess_rmse']:.3f}") if a["users_recovered"] else "none in clear"
+            r = e["ratio_cpu_per_repeat"]
+            out.append(f"| {name} | {e['encrypted_fraction']:.3f} | {_spread(e['cpu_seconds_per_round'])} "
+                       f"| **{e['ratio_cpu_vs_encrypt_all']:.2f}** | {r['min']:.2f} to {r['max']:.2f} | {seen} |")
+        out.append("")
+    out += [f"Trade-off ({result['rounds']} rounds each; \"within margin\" = users whose uploads the attack "
+            "cannot exploit beyond the margin on either metric, with our estimators and with the oracle "
+            "reference that is handed the user's private local model; \"vs plain + refit\" compares with "
+            "plain FedMF given the same device-side refit; plot: `docs/fedmmf_tradeoff.png`):", "",
+            "| local model | noise sigma | private scale | selective | lr | test RMSE (refit) | vs plain "
+            "| vs plain + refit | within margin | oracle | exact fraction |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["trade_off"]:
+        scale = "-" if r["private_scale"] is None else f"{_num(r['private_scale'][0])} to {_num(r['private_scale'][1])}"
+        fit = ("diverged | - | -" if r["diverged"] else
+               f"{r['test_rmse_refit']:.4f} | {r['rmse_difference']:+.4f} | {r['rmse_difference_vs_plain_refit']:+.4f}")
+        est, orc = r["leakage"]["estimators"], r["leakage"]["oracle"]
+        out.append(f"| {r['mask_model']} | {_num(r['noise_sigma'])} | {scale} | {'yes' if r['selective_noise'] else 'no'} "
+                   f"| {_num(r['lr'])} | {fit} | {est['fraction_within_margin']:.3f} "
+                   f"| {orc['fraction_within_margin']:.3f} | {est['exact_fraction']:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="synthetic 60 users, small key; under 60 s")
@@ -216,7 +303,12 @@ def main(argv=None) -> dict:
                         help="noise levels of the trade-off rows (default 0 .25 .5 .75 1 1.5 2; --quick 0 3)")
     parser.add_argument("--skip-cost", action="store_true", help="no Paillier cost runs")
     parser.add_argument("--plot", type=Path, help="write the trade-off plot (PNG) here")
+    parser.add_argument("--tables", type=Path, metavar="JSON",
+                        help="print the README tables of a finished run's JSON and exit")
     args = parser.parse_args(argv)
+    if args.tables:
+        print(markdown_tables(json.loads(args.tables.read_text())))
+        return {}
     if args.quick:
         dataset, mask_model = "synthetic", "bias"
         split = random_holdout(synthetic_ratings(n_users=60, n_items=50, density=0.3, min_per_user=5, seed=3),

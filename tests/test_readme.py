@@ -20,15 +20,20 @@ def test_readme_example_runs(code, capsys):
     exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
 
 
-def test_readme_secagg_table_is_rendered_from_the_committed_benchmark_json():
-    """The SecAgg-vs-Flower results are `bench/secagg_vs_flower.py --table` of the JSON in
-    docs/, not typed in: rerunning the benchmark and not the README (or back) fails here."""
+@pytest.mark.parametrize("script, render, data", [
+    ("secagg_vs_flower.py", "markdown_table", "secagg_vs_flower.json"),
+    ("fedmmf_adaptive.py", "markdown_tables", "fedmmf_adaptive.json"),
+])
+def test_readme_results_are_rendered_from_the_committed_benchmark_json(script, render, data):
+    """The SecAgg-vs-Flower and FedMMF results are the benchmark's own rendering (``--table`` /
+    ``--tables``) of the JSON in docs/, not typed in: rerunning a benchmark without
+    regenerating the README (or back) fails here."""
     import importlib.util
     import json
 
     root = README.parent
-    spec = importlib.util.spec_from_file_location("secagg_vs_flower", root / "bench" / "secagg_vs_flower.py")
+    spec = importlib.util.spec_from_file_location(script[:-3], root / "bench" / script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = json.loads((root / "docs" / "secagg_vs_flower.json").read_text())
-    assert bench.markdown_table(result) in README.read_text()
+    result = json.loads((root / "docs" / data).read_text())
+    assert getattr(bench, render)(result) in README.read_text()
