@@ -64,9 +64,7 @@ CORRUPT = 0.05
 CLOCK = time.process_time
 
 
-#: plain rounds per secure run; the fastest is the baseline (a plain round allocates
-#: every update afresh, and its time swings with page faults far more than its work)
-PLAIN_REPEATS = 3
+PLAIN_REPEATS = 3  #: plain rounds after each secure run; the fastest is the baseline
 
 
 def _fastest_plain(plain_round) -> tuple[float, float]:

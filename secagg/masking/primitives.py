@@ -173,8 +173,8 @@ def prg_cipher(key: bytes):
     ``out`` at least 15 bytes longer than the input; callers keep the total under
     :data:`PRG_MAX_BYTES` (:func:`check_prg_length`).
     """
-    if len(key) not in (16, 32):
-        raise InvalidInputError(f"PRG key must be 16 or 32 bytes, got {len(key)}")
+    if len(key) != MASK_KEY_BYTES:
+        raise InvalidInputError(f"PRG key must be {MASK_KEY_BYTES} bytes (AES-256), got {len(key)}")
     return Cipher(algorithms.AES(key), modes.GCM(bytes(NONCE_BYTES))).encryptor()
 
 
