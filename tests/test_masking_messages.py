@@ -12,9 +12,9 @@ from secagg.masking import messages as m
 S = os.urandom(32)
 D = os.urandom(32)
 VALID = [
-    m.RoundConfig(3, os.urandom(16), [1, 2, 5], "emb", 100, 1 << 29, 2, 2, False),
-    m.AdvertiseKeys(os.urandom(32), 5, os.urandom(32), os.urandom(32), os.urandom(64)),
-    m.KeyList(D, [m.AdvertiseKeys(D, c, os.urandom(32), os.urandom(32)) for c in (1, 4, 9)]),
+    m.RoundConfig(3, os.urandom(16), [1, 2, 5], "emb", 100, 1 << 29, 2, 2, False, 1),
+    m.AdvertiseKeys(os.urandom(32), 5, os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(64)),
+    m.KeyList(D, [m.AdvertiseKeys(D, c, os.urandom(32), os.urandom(32), os.urandom(32)) for c in (1, 4, 9)]),
     m.EncryptedShares(S, 1, [(2, os.urandom(100)), (3, os.urandom(100))]),
     m.ForwardedShares(S, 2, [(1, os.urandom(100))]),
     m.MaskedInput(S, 4, 10, 1 << 29, os.urandom(37)),

@@ -52,7 +52,7 @@ def _complete_graph_ok(clients, t, stage_of):
 @given(st.integers(4, 9), st.data())
 def test_complete_graph_exact_or_abort_for_any_dropout_pattern(n, data):
     clients = sorted(data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n, unique=True)))
-    t = data.draw(st.integers(1, n - 1))
+    t = data.draw(st.integers(2, n - 1))
     modulus = data.draw(st.sampled_from([1 << 16, 1 << 32, 1 << 40, 1 << 64, 1000003]))
     stage_of = {c: data.draw(st.sampled_from((None, None) + STAGES)) for c in clients}
     stage_of = {c: s for c, s in stage_of.items() if s and s != "consistency"}
@@ -113,7 +113,7 @@ def test_too_few_survivors_abort_and_reveal_nothing():
 def test_active_variant_with_consistency_check():
     clients = list(range(8))
     inputs = _inputs(clients, 1 << 20)
-    config = make_config(clients, L, 1 << 20, k=7, t=4, active=True)
+    config = make_config(clients, L, 1 << 20, k=7, t=5, active=True)
     res = run_round(inputs, config, dropouts={"masked_input": {2}, "consistency": {3}})
     assert res.included == [0, 1, 3, 4, 5, 6, 7]
     _assert_exact(res, inputs, 1 << 20)
@@ -124,6 +124,7 @@ class Session:
     """Clients and a server driven by hand, to play a misbehaving server or client."""
 
     def __init__(self, n=6, t=3, modulus=1 << 20, active=False):
+        t = max(t, n // 2 + 1) if active else t  # 2t - (n - 1) > C = 1
         self.clients_ids = list(range(1, n + 1))
         self.config = make_config(self.clients_ids, L, modulus, k=n - 1, t=t, active=active)
         self.pki, ids = None, {}
@@ -258,25 +259,25 @@ def test_client_rejects_out_of_order_and_altered_key_list():
     kl = m.KeyList.from_bytes(s.outbox[1])
     entries = list(kl.entries)
     e = entries[0]
-    entries[0] = m.AdvertiseKeys(e.config_digest, e.sender, e.c_pk, entries[1].s_pk)
+    entries[0] = m.AdvertiseKeys(e.config_digest, e.sender, e.c_pk, entries[1].s_pk, e.seed_commit)
     with pytest.raises(ProtocolError, match="altered|identical"):
         s.clients[1].handle(m.KeyList(kl.config_digest, entries).to_bytes())
 
 
 def test_input_checks():
     with pytest.raises(InvalidInputError, match="one vector per client"):
-        run_round({1: np.zeros(L, np.uint32)}, make_config([1, 2, 3], L, 1 << 8, k=2, t=1))
+        run_round({1: np.zeros(L, np.uint32)}, make_config([1, 2, 3], L, 1 << 8, k=2, t=2))
     with pytest.raises(InvalidInputError, match="unknown dropout stages"):
-        run_round(_inputs([1, 2, 3], 1 << 8), make_config([1, 2, 3], L, 1 << 8, k=2, t=1),
+        run_round(_inputs([1, 2, 3], 1 << 8), make_config([1, 2, 3], L, 1 << 8, k=2, t=2),
                   dropouts={"later": {1}})
     with pytest.raises(InvalidInputError, match="value >= modulus"):
-        cfg = make_config([1, 2, 3], L, 1 << 8, k=2, t=1)
+        cfg = make_config([1, 2, 3], L, 1 << 8, k=2, t=2)
         run_round({c: np.full(L, 300, np.uint32) for c in (1, 2, 3)}, cfg)
     c = SecAggClient(1)
     with pytest.raises(InvalidInputError):
         c.handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", L, 1 << 8, 1, 2).to_bytes())  # t > k
     with pytest.raises(InvalidInputError, match="PRG limit"):  # 2^33 uint64 words: longer than one AES stream
-        SecAggClient(1).handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", 1 << 33, 1 << 40, 2, 1).to_bytes())
+        SecAggClient(1).handle(m.RoundConfig(0, b"n", [1, 2, 3], "v", 1 << 33, 1 << 40, 2, 2).to_bytes())
 
 
 def test_worker_processes_give_the_same_exact_sum_and_propagate_errors():

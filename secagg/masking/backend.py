@@ -58,7 +58,10 @@ class MaskingBackend(AggregationBackend):
     drop_stage:
         Stage at which ``dropped`` clients go offline (see the module docstring).
     active:
-        Run the active-adversary variant (Ed25519-signed keys, ConsistencyCheck).
+        Run the active-adversary variant (Ed25519-signed keys, ConsistencyCheck), with
+        (k, t) chosen for it: 2t - k > c_k (:func:`.graph.check_threshold`).
+    allow_insecure_threshold:
+        Opt in to t = 1 or t <= the corrupt-neighbour bound (demonstrations only).
     workers:
         Simulate the clients in this many forked processes (the server stays in the
         calling process); 1 runs everything in-process.
@@ -71,7 +74,7 @@ class MaskingBackend(AggregationBackend):
                  security_bits: float = 40.0, correctness_bits: float = 20.0,
                  k: int | None = None, t: int | None = None, drop_stage: str = "masked_input",
                  active: bool = False, workers: int = 1, min_inputs: int = 2,
-                 record_view: bool = False) -> None:
+                 record_view: bool = False, allow_insecure_threshold: bool = False) -> None:
         super().__init__(min_inputs=min_inputs, record_view=record_view)
         check_quant_params(clip, bits)
         if graph not in ("complete", "harary"):
@@ -85,6 +88,7 @@ class MaskingBackend(AggregationBackend):
         self.bounds = dict(security_bits=security_bits, correctness_bits=correctness_bits)
         self.k, self.t = k, t
         self.drop_stage, self.active = drop_stage, active
+        self.allow_insecure_threshold = bool(allow_insecure_threshold)
         if not isinstance(workers, int) or workers < 1:
             raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
@@ -96,8 +100,8 @@ class MaskingBackend(AggregationBackend):
             return GraphParams(n, k, self.t, k >= n - 1, float("nan"), float("nan"),
                                self.rates["corrupt_rate"], self.rates["dropout_rate"])
         if self.graph == "complete":
-            return complete_parameters(n, **self.rates)
-        return find_parameters(n, **self.rates, **self.bounds)
+            return complete_parameters(n, **self.rates, active=self.active)
+        return find_parameters(n, **self.rates, **self.bounds, active=self.active)
 
     def _run_round(self, vectors, weights, dropped):
         clients = sorted(vectors)
@@ -114,9 +118,12 @@ class MaskingBackend(AggregationBackend):
         cost = RoundCost()
         clipped = sum(int(np.count_nonzero(np.abs(vectors[c]) > self.clip)) for c in clients)
         quantizers = {c: Quantizer(self.clip, self.bits, w_int[c]) for c in clients}
-        config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active)
+        insecure = dict(allow_insecure_threshold=self.allow_insecure_threshold)
+        config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active,
+                             corrupt_rate=self.rates["corrupt_rate"], **insecure)
         run = run_round(vectors, config, quantizers=quantizers, dropouts={self.drop_stage: set(dropped)},
-                        record_masked=self.record_view, workers=self.workers)
+                        record_masked=self.record_view, workers=self.workers,
+                        corrupt_rate=self.rates["corrupt_rate"], **insecure)
         w_total = sum(w_int[c] for c in run.included)
         t0 = time.perf_counter()
         aggregate = dequantize(run.aggregate, self.clip, self.bits, w_total) / scale
@@ -133,6 +140,8 @@ class MaskingBackend(AggregationBackend):
             "modulus": modulus, "modulus_bits": modulus.bit_length() - 1, "bits": self.bits,
             "clip": self.clip, "clipped_entries": clipped, "weight_scale": scale,
             "drop_stage": self.drop_stage, "active": self.active,
+            "corrupt_neighbours": params.corrupt_neighbours,
+            "tolerated_dropout_rate": params.tolerated_dropout_rate,
         }
         return RoundResult(aggregate=aggregate, total_weight=float(sum(weights[c] for c in run.included)),
                            included=list(run.included), view=view, cost=cost, info=info)

@@ -2,21 +2,25 @@
 
 One state per round, as in Google fcp ``secagg_client_r*``:
 
-* :class:`ClientAdvertiseKeys` (round 0): on RoundConfig, create the X25519 key pairs
-  (c for share encryption, s for masks) and advertise the public keys (signed with the
-  long-term Ed25519 identity key in the active variant).
-* :class:`ClientShareKeys` (round 1): on KeyList, check it (own keys intact, keys
-  unique, signatures), derive the session id and the neighbourhood, draw the self-mask
-  seed b_u, Shamir-share b_u and s_u^SK t-of-k among the neighbours and send each share
-  pair AES-GCM-encrypted under KA(c_u, c_v).
+* :class:`ClientAdvertiseKeys` (round 0): on RoundConfig, refuse an insecure threshold
+  (graph.check_threshold: t >= 2, t > c_k; active variant 2t - k > c_k with C at least
+  the client's own ``corrupt_rate``), create the X25519 key pairs (c for share
+  encryption, s for masks), draw the self-mask seed b_u and advertise the public keys
+  with a commitment to b_u (signed with the long-term Ed25519 identity key in the
+  active variant).
+* :class:`ClientShareKeys` (round 1): on KeyList, check it (own keys and commitment
+  intact, keys unique, signatures, the threshold again for U1 in the active variant),
+  derive the session id and the neighbourhood, Shamir-share b_u and s_u^SK t-of-k among
+  the neighbours and send each share pair AES-GCM-encrypted under KA(c_u, c_v).
 * :class:`ClientMaskedInput` (round 2): on ForwardedShares, decrypt and check the shares
   of the neighbours that survived round 1 (U2), then send
   y_u = x_u + PRG(b_u) + sum_{v in N(u) ∩ U2} sign(u, v) PRG(KA(s_u, s_v)) mod R,
   sign(u, v) = +1 if u < v else -1.
 * :class:`ClientConsistencyCheck` (round 3, active variant): sign U3.
-* :class:`ClientUnmasking` (round 4): for each neighbour v in U2 send the share of b_v
-  if v in U3, else the share of s_v^SK -- never both for the same v: a later request
-  that would flip a peer's kind is refused (ProtocolError).
+* :class:`ClientUnmasking` (round 4): (active variant: only for the very list it signed,
+  with t valid signatures on it from its own neighbours) for each neighbour v in U2
+  send the share of b_v if v in U3, else the share of s_v^SK -- never both for the
+  same v: a later request that would flip a peer's kind is refused (ProtocolError).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..errors import InvalidInputError, ProtocolError, RoundAbortedError
 from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
-from .graph import neighbours_of
+from .graph import DEFAULT_CORRUPT_RATE, check_threshold, corrupt_count, neighbours_of
 from .quantize import Quantizer, check_finite_vector
 
 
@@ -59,6 +63,9 @@ class ClientContext:
     signed_survivors: list[int] | None = None
     revealed: dict[int, int] = field(default_factory=dict)  #: peer -> share kind sent
     b_seed: bytes = b""
+    corrupt_rate: float = DEFAULT_CORRUPT_RATE  #: least corrupt fraction assumed (active variant)
+    allow_insecure_threshold: bool = False
+    corrupt: int = 0  #: C the threshold is checked against
 
 
 class ClientState:
@@ -88,10 +95,11 @@ class ClientAdvertiseKeys(ClientState):
         ctx.digest = hashlib.sha256(ctx.config_bytes).digest()
         ctx.c_sk, ctx.c_pk = pr.x25519_keypair()
         ctx.s_sk, ctx.s_pk = pr.x25519_keypair()
-        msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk)
+        ctx.b_seed = pr.random_seed()
+        msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk,
+                              pr.seed_commitment(ctx.digest, ctx.client_id, ctx.b_seed))
         if cfg.active:
-            sig = pr.ed25519_sign(ctx.identity_key, msg.signed_bytes())
-            msg = m.AdvertiseKeys(ctx.digest, ctx.client_id, ctx.c_pk, ctx.s_pk, sig)
+            msg.signature = pr.ed25519_sign(ctx.identity_key, msg.signed_bytes())
         return ClientShareKeys(), msg.to_bytes()
 
 
@@ -107,6 +115,10 @@ def _check_config(cfg: m.RoundConfig, ctx: ClientContext) -> None:
         raise InvalidInputError(f"RoundConfig: invalid graph degree k={cfg.k} / threshold t={cfg.t} for n={n}")
     if cfg.active and (ctx.identity_key is None or ctx.pki is None):
         raise InvalidInputError("active variant needs an identity key and the PKI of every client")
+    # an active server may understate C: the client holds to its own corrupt_rate
+    ctx.corrupt = max(cfg.corrupt, corrupt_count(n, ctx.corrupt_rate)) if cfg.active else cfg.corrupt
+    check_threshold(n, cfg.k, cfg.t, ctx.corrupt, active=cfg.active,
+                    allow_insecure_threshold=ctx.allow_insecure_threshold)
     if ctx.input is not None:
         _check_input(ctx.input, ctx.quantizer, cfg)
 
@@ -137,12 +149,15 @@ class ClientShareKeys(ClientState):
         if unknown:
             raise ProtocolError(f"KeyList names unknown client ids {sorted(unknown)}")
         own = kl.entry(ctx.client_id)
-        if own is None or own.c_pk != ctx.c_pk or own.s_pk != ctx.s_pk:
+        if (own is None or own.c_pk != ctx.c_pk or own.s_pk != ctx.s_pk
+                or own.seed_commit != pr.seed_commitment(ctx.digest, ctx.client_id, ctx.b_seed)):
             raise ProtocolError(f"client {ctx.client_id}: own public keys missing or altered in KeyList")
         if not kl.keys_unique():
             raise ProtocolError("KeyList: two advertised public keys are identical")
         ctx.session = pr.session_id(ctx.config_bytes, kl.key_bytes())
         ctx.known = set(ids)
+        if cfg.active:  # a server that left honest clients out of U1 concentrates the corrupt ones
+            check_threshold(len(ids), cfg.k, cfg.t, ctx.corrupt, active=True)
         ctx.neighbours = neighbours_of(ctx.session, ids, cfg.k, ctx.client_id)
         ctx.keys = {v: kl.entry(v) for v in ctx.neighbours}
         if cfg.active:  # the keys this client will use must be signed by their owners
@@ -154,7 +169,6 @@ class ClientShareKeys(ClientState):
             raise RoundAbortedError(
                 f"client {ctx.client_id}: {len(ctx.neighbours)} neighbours, fewer than t={cfg.t}"
             )
-        ctx.b_seed = pr.random_seed()
         xs = (np.searchsorted(kl.ids, ctx.neighbours) + 1).tolist()  # Shamir x = rank in U1
         shares = shamir.share([ctx.b_seed, pr.x25519_raw(ctx.s_sk)], xs, cfg.t)
         half = shamir.LIMBS_PER_SECRET
@@ -314,13 +328,14 @@ class ClientUnmasking(ClientState):
     def _check_signatures(ctx: ClientContext, req: m.UnmaskRequest) -> None:
         if ctx.signed_survivors != sorted(req.survivors):
             raise ProtocolError(f"client {ctx.client_id}: survivor set differs from the one it signed")
-        signed = m.consistency_bytes(ctx.session, req.survivors)
+        signed = m.consistency_bytes(ctx.session, ctx.signed_survivors)
+        signers = set(req.survivors) & set(ctx.neighbours)
         valid = {c for c, sig in req.signatures
-                 if c in set(req.survivors) and c in ctx.pki
-                 and pr.ed25519_verify(ctx.pki[c], sig, signed)}
+                 if c in signers and c in ctx.pki and pr.ed25519_verify(ctx.pki[c], sig, signed)}
         if len(valid) < ctx.config.t:
             raise RoundAbortedError(
-                f"client {ctx.client_id}: {len(valid)} valid consistency signatures, fewer than t"
+                f"client {ctx.client_id}: {len(valid)} valid consistency signatures from its "
+                f"neighbours on the list it signed, fewer than t={ctx.config.t}"
             )
 
 
@@ -333,10 +348,13 @@ class SecAggClient:
     """
 
     def __init__(self, client_id: int, *, identity_key: bytes | None = None,
-                 pki: dict[int, bytes] | None = None) -> None:
+                 pki: dict[int, bytes] | None = None, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                 allow_insecure_threshold: bool = False) -> None:
         if not isinstance(client_id, int) or not 0 <= client_id <= m.MAX_CLIENT_ID:
             raise InvalidInputError(f"client id must be an integer in [0, 2^32), got {client_id!r}")
-        self.ctx = ClientContext(client_id, identity_key, pki)
+        corrupt_count(1, corrupt_rate)  # range check
+        self.ctx = ClientContext(client_id, identity_key, pki, corrupt_rate=corrupt_rate,
+                                 allow_insecure_threshold=bool(allow_insecure_threshold))
         self.state: ClientState = ClientAdvertiseKeys()
 
     @property

@@ -30,7 +30,7 @@ from ..errors import InvalidInputError
 from . import messages as m
 from . import primitives as pr
 from .client_states import SecAggClient
-from .graph import GraphParams, find_parameters
+from .graph import DEFAULT_CORRUPT_RATE, GraphParams, check_threshold, corrupt_count, find_parameters
 from .quantize import Quantizer
 from .server_states import SecAggServer
 
@@ -53,21 +53,36 @@ class DriverResult:
 
 def make_config(clients: list[int], length: int, modulus: int, *, k: int | None = None,
                 t: int | None = None, params: GraphParams | None = None, round_id: int = 0,
-                vector: str = "update", active: bool = False) -> m.RoundConfig:
-    """A RoundConfig with (k, t) given, or from ``params`` (default: find_parameters(n))."""
+                vector: str = "update", active: bool = False, corrupt_rate: float | None = None,
+                allow_insecure_threshold: bool = False) -> m.RoundConfig:
+    """A RoundConfig with (k, t) given, or from ``params`` (default: find_parameters(n, active=active)).
+
+    The config declares C = ceil(corrupt_rate n) corrupt clients (``corrupt_rate``
+    defaults to ``params.corrupt_rate``, else 0.05), and (k, t) must pass
+    graph.check_threshold for it: InsecureParameterError otherwise (t = 1 or t <= c_k
+    only with ``allow_insecure_threshold=True``; the active bound 2t - k > c_k always).
+    """
     n = len(clients)
     if k is None or t is None:
-        params = params or find_parameters(n)
+        params = params or find_parameters(n, active=active, **(
+            {} if corrupt_rate is None else {"corrupt_rate": corrupt_rate}))
         k, t = min(params.k, n - 1), params.t
+    if corrupt_rate is None:
+        corrupt_rate = params.corrupt_rate if params is not None else DEFAULT_CORRUPT_RATE
+    corrupt = corrupt_count(n, corrupt_rate)
+    check_threshold(n, int(k), int(t), corrupt, active=active,
+                    allow_insecure_threshold=allow_insecure_threshold)
     return m.RoundConfig(round_id, os.urandom(16), sorted(clients), vector, int(length),
-                         int(modulus), int(k), int(t), active)
+                         int(modulus), int(k), int(t), active, corrupt)
 
 
 def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
               quantizers: Mapping[int, Quantizer] | None = None,
               dropouts: Mapping[str, set[int] | list[int]] | None = None,
               record_masked: bool = False, workers: int = 1,
-              clock: Callable[[], float] = time.perf_counter) -> DriverResult:
+              clock: Callable[[], float] = time.perf_counter,
+              corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+              allow_insecure_threshold: bool = False) -> DriverResult:
     """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
 
     ``inputs`` are quantized words, or float vectors for the clients that have a
@@ -76,6 +91,9 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
     ``workers > 1`` runs the simulated clients in that many forked processes (each
     client lives in one process for the whole round; messages cross as bytes). The
     server stays in this process. Per-client seconds are measured where the client runs.
+
+    ``corrupt_rate`` is the clients' own floor on the corrupt fraction (active variant)
+    and ``allow_insecure_threshold`` their (and the server's) opt-in to t = 1 or t <= c_k.
     """
     dropouts = {s: set(v) for s, v in (dropouts or {}).items()}
     bad = set(dropouts) - set(STAGES)
@@ -91,14 +109,16 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         pki = {}
         for c in config.clients:
             idkeys[c], pki[c] = pr.ed25519_keypair()
-    clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki) for c in config.clients}
+    clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki, corrupt_rate=corrupt_rate,
+                               allow_insecure_threshold=allow_insecure_threshold)
+               for c in config.clients}
     res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
                        {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
     for c, x in inputs.items():
         t0 = clock()
         clients[c].set_input(x, (quantizers or {}).get(c))
         res.client_seconds[c] += clock() - t0
-    server = SecAggServer(config, pki=pki, clock=clock)
+    server = SecAggServer(config, pki=pki, clock=clock, allow_insecure_threshold=allow_insecure_threshold)
     pool = (_Pool(clients, workers, clock) if workers > 1 and len(clients) > 1
             else _Local(clients, clock))
     try:

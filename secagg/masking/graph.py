@@ -22,6 +22,27 @@ relabelling, try even degrees k = 2, 4, ...; accept the first k with
     P(Y < t2) <= 2^-eta / n; need t1 < t2, and t = max(t1 + 1, 2) (a union bound over
     the n nodes gives security failure <= 2^-sigma and correctness failure <= 2^-eta).
 
+Active variant (``active=True``). An actively malicious server can show survivor list
+U to some of a victim v's k neighbours and U minus v to the others: the first group
+releases shares of v's self-mask seed b_v, the second of its mask key s_v^SK, and with
+t of each the server unmasks x_v. Each honest neighbour releases one kind of share per
+peer, at most; the c_k corrupt neighbours release both. So two groups A, B of honest
+neighbours with |A| + c_k >= t and |B| + c_k >= t exist, whatever the signatures say,
+iff 2t - c_k <= k. We therefore require
+
+    2t - k > c_k    (on the complete graph, k = n - 1 holders and c_k = C),
+
+the count behind Bonawitz et al. 2017, section 6 / appendix (malicious setting: t > 2n/3
+with fewer than n/3 corrupt makes two sets of t signers meet in an honest client) and
+its per-neighbourhood form for SecAgg+ (Bell et al. 2020, section 4, semi-malicious);
+Google fcp's finder raises t to ceil((t1 + k - 1.25) / 2) + 1, which is the same
+t = floor((k + c_k) / 2) + 1 (check_threshold). With active=True both finders compute
+c_k = t1 over the n - D clients left if all D dropouts happen before AdvertiseKeys,
+choose that t, and need t <= t2; ``GraphParams.tolerated_dropout_rate`` reports the
+dropout rate the chosen (k, t) still survives. The relabelling is derived from the
+session id, but a malicious server can grind it by choosing which advertised clients
+enter U1: that is not covered by c_k (see README, threat model).
+
 Below ``min_sparse_n`` = 65 clients the complete graph is used outright [R]: the note on
 fcp reports that its finder falls back to the complete graph for roughly n < 65, and
 with so few clients a sparse graph saves little. When no k < n - 1 passes, the complete graph is used with t in (C, n - 1 - D], chosen as
@@ -51,6 +72,9 @@ class GraphParams:
     correctness_bits: float  #: -log2 of the bound on the correctness failure probability
     corrupt_rate: float
     dropout_rate: float
+    corrupt_neighbours: int = 0  #: c_k: bound on one client's corrupt neighbours (check_threshold)
+    tolerated_dropout_rate: float = math.nan  #: the dropout rate (k, t) still survives
+    active: bool = False  #: chosen for the active variant (2t - k > c_k)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -91,17 +115,104 @@ def _log2_disconnect_bound(n: int, k: int, bad: int) -> float:
     return math.log2(n * (n - 1) / 2) + log_p
 
 
-def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 0.05,
-                    security_bits: float = 40.0, correctness_bits: float = 20.0,
-                    min_sparse_n: int = 65) -> GraphParams:
-    """Pick (k, t) for n clients (see the module docstring for the criteria)."""
+DEFAULT_CORRUPT_RATE = 0.05
+DEFAULT_SECURITY_BITS = 40.0
+DEFAULT_CORRECTNESS_BITS = 20.0
+
+
+def corrupt_count(n: int, corrupt_rate: float) -> int:
+    """C = ceil(corrupt_rate n): the corrupt clients assumed among n."""
+    if not 0.0 <= corrupt_rate < 1.0:
+        raise InvalidInputError(f"corrupt_rate must be in [0, 1), got {corrupt_rate}")
+    return math.ceil(corrupt_rate * n - 1e-9)
+
+
+def corrupt_neighbour_bound(n: int, k: int, corrupt: int,
+                            security_bits: float = DEFAULT_SECURITY_BITS) -> int:
+    """c_k: a client's corrupt neighbours exceed it with probability <= 2^-(sigma+1) / n.
+
+    Complete graph (k >= n - 1): every corrupt client is a neighbour, c_k = min(C, n - 1).
+    Relabelled Harary graph: the upper quantile t1 of Hypergeometric(n - 1, C, k).
+    """
+    if k >= n - 1:
+        return min(corrupt, n - 1)
+    eps = 2.0 ** -(security_bits + 1) / n
+    return _upper_quantile(hypergeom_pmf(n - 1, min(corrupt, n - 1), k), eps)
+
+
+def active_threshold(k: int, c_k: int) -> int:
+    """The least t with 2t - k > c_k: floor((k + c_k) / 2) + 1 (module docstring)."""
+    return (k + c_k) // 2 + 1
+
+
+def check_threshold(n: int, k: int, t: int, corrupt: int, *, active: bool,
+                    allow_insecure_threshold: bool = False,
+                    security_bits: float = DEFAULT_SECURITY_BITS) -> int:
+    """Refuse a threshold that is insecure for C = ``corrupt`` of n clients; returns c_k.
+
+    * every variant: t >= 2 when n > 1 and t > c_k (fewer than t shares of any secret
+      sit with corrupt neighbours) -- waived only by ``allow_insecure_threshold=True``;
+    * active variant: 2t - k > c_k (split-view bound, module docstring); never waived.
+    """
+    k_eff = min(k, n - 1)
+    c_k = corrupt_neighbour_bound(n, k_eff, corrupt, security_bits)
+    if active and 2 * t - k_eff <= c_k:
+        raise InsecureParameterError(
+            f"active variant needs 2t - k > c_k (Bonawitz et al. 2017 sec. 6; Bell et al. 2020 "
+            f"sec. 4): t={t}, k={k_eff}, c_k={c_k} corrupt neighbours (C={corrupt} of n={n}) let a "
+            f"server showing two survivor lists to two groups of a client's neighbours rebuild "
+            f"both of its secrets; need t >= {active_threshold(k_eff, c_k)}"
+        )
+    if allow_insecure_threshold:
+        return c_k
+    if n > 1 and t < 2:
+        raise InsecureParameterError(
+            f"threshold t={t} with n={n} clients: any one holder reveals a secret; "
+            "pass allow_insecure_threshold=True to run it anyway"
+        )
+    if t <= c_k:
+        raise InsecureParameterError(
+            f"threshold t={t} <= c_k={c_k} corrupt neighbours (C={corrupt} of n={n}, k={k_eff}): "
+            "corrupt clients alone could rebuild secrets; pass allow_insecure_threshold=True "
+            "to run it anyway"
+        )
+    return c_k
+
+
+def tolerated_dropouts(n: int, k: int, t: int, correctness_bits: float) -> int:
+    """The most dropouts D' for which every client keeps >= t live holders w.p. >= 1 - 2^-eta."""
+    if k >= n - 1:
+        return max(n - 1 - t, 0)
+    eps = 2.0 ** -correctness_bits / n
+
+    def survives(d: int) -> bool:  # monotone in d: bisect
+        return _lower_quantile(hypergeom_pmf(n - 1, n - 1 - d, k), eps) >= t
+
+    lo, hi = 0, n - 1  # survives(lo) is assumed; find the largest such d
+    if not survives(0):
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if survives(mid) else (lo, mid - 1)
+    return lo
+
+
+def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                    security_bits: float = DEFAULT_SECURITY_BITS,
+                    correctness_bits: float = DEFAULT_CORRECTNESS_BITS,
+                    min_sparse_n: int = 65, active: bool = False) -> GraphParams:
+    """Pick (k, t) for n clients (see the module docstring for the criteria).
+
+    ``active=True`` picks t = floor((k + c_k) / 2) + 1 (split-view bound) and needs it
+    to stay <= t2; if no sparse k does, the complete graph, and if that fails too,
+    InsecureParameterError naming the bound.
+    """
     if not isinstance(n, int | np.integer) or n < 2:
         raise InvalidInputError(f"need at least 2 clients, got n={n!r}")
-    for name, rate in (("dropout_rate", dropout_rate), ("corrupt_rate", corrupt_rate)):
-        if not 0.0 <= rate < 1.0:
-            raise InvalidInputError(f"{name} must be in [0, 1), got {rate}")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise InvalidInputError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     n = int(n)
-    corrupt = math.ceil(corrupt_rate * n - 1e-9)
+    corrupt = corrupt_count(n, corrupt_rate)
     dropped = math.floor(dropout_rate * n + 1e-9)
     if corrupt + dropped >= n - 1:
         raise InsecureParameterError(
@@ -113,28 +224,45 @@ def find_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 
             continue
         t1 = _upper_quantile(hypergeom_pmf(n - 1, corrupt, k), sec_eps / n)
         t2 = _lower_quantile(hypergeom_pmf(n - 1, n - 1 - dropped, k), 2.0**-correctness_bits / n)
-        if t1 < t2:
-            return GraphParams(n, k, max(t1 + 1, 2), False, security_bits, correctness_bits,
-                               corrupt_rate, dropout_rate)
-    return complete_parameters(n, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate)
+        t = max(t1 + 1, 2)
+        if active:  # c_k over the n - D clients left if every dropout happens before U1
+            t1 = corrupt_neighbour_bound(n - dropped, k, corrupt, security_bits)
+            t = active_threshold(k, t1)
+        if t <= t2:
+            d = tolerated_dropouts(n, k, t, correctness_bits)
+            return GraphParams(n, k, t, False, security_bits, correctness_bits, corrupt_rate,
+                               dropout_rate, t1, d / n, active)
+    return complete_parameters(n, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate, active=active)
 
 
-def complete_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = 0.05) -> GraphParams:
-    """SecAgg on the complete graph: k = n - 1, t = max(C + 1, floor((n-1)/2) + 1) <= n - 1 - D.
+def complete_parameters(n: int, *, dropout_rate: float = 0.1, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                        active: bool = False) -> GraphParams:
+    """SecAgg on the complete graph: k = n - 1 and t <= n - 1 - D, where
+    t = max(C + 1, 2, floor((n-1)/2) + 1), or with ``active`` t = floor((n - 1 + C)/2) + 1.
 
     With the complete graph the failure bounds are exact (0): the round succeeds
-    whenever at most D clients drop and is secure against up to C corrupt clients.
+    whenever at most n - 1 - t clients drop and is secure against up to C corrupt clients.
     """
     if not isinstance(n, int | np.integer) or n < 2:
         raise InvalidInputError(f"need at least 2 clients, got n={n!r}")
-    corrupt = math.ceil(corrupt_rate * n - 1e-9)
+    n = int(n)
+    corrupt = corrupt_count(n, corrupt_rate)
     dropped = math.floor(dropout_rate * n + 1e-9)
-    t = min(max(corrupt + 1, (n - 1) // 2 + 1), n - 1 - dropped)
-    if t <= corrupt or t < 1:
+    if active:
+        t = active_threshold(n - 1, corrupt)
+        if t > n - 1 - dropped:
+            raise InsecureParameterError(
+                f"active variant on n={n} clients: 2t - (n - 1) > C={corrupt} needs t >= {t}, "
+                f"but {dropped} dropouts (dropout_rate={dropout_rate}) need t <= {n - 1 - dropped}"
+            )
+    else:
+        t = min(max(corrupt + 1, 2, (n - 1) // 2 + 1), n - 1 - dropped)
+    if t <= corrupt or t < 2:
         raise InsecureParameterError(
-            f"no threshold for n={n}: {corrupt} corrupt and {dropped} dropped clients"
+            f"no threshold for n={n}: {corrupt} corrupt and {dropped} dropped clients leave t={t}"
         )
-    return GraphParams(int(n), int(n) - 1, t, True, math.inf, math.inf, corrupt_rate, dropout_rate)
+    return GraphParams(n, n - 1, t, True, math.inf, math.inf, corrupt_rate, dropout_rate,
+                       corrupt, (n - 1 - t) / n, active)
 
 
 def relabelling(session: bytes, clients: list[int]) -> list[int]:

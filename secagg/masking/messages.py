@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MalformedMessageError
-from .primitives import KEY_BYTES, LABEL_CONSISTENCY, SIG_BYTES
+from .primitives import COMMIT_BYTES, KEY_BYTES, LABEL_CONSISTENCY, SIG_BYTES
 from .shamir import SHARE_BYTES
 
 MAGIC = b"SA"
-VERSION = 2  #: 2: the mask PRG became AES-256-CTR from counter block 2 (v1 masks differ)
+#: 2: the mask PRG became AES-256-CTR from counter block 2 (v1 masks differ);
+#: 3: AdvertiseKeys carries the self-mask seed commitment, RoundConfig the corrupt bound
+VERSION = 3
 MAX_CLIENT_ID = (1 << 32) - 1
 
 T_CONFIG, T_ADVERTISE, T_KEYLIST, T_SHARES, T_FORWARD, T_MASKED = 1, 2, 3, 4, 5, 6
@@ -149,6 +151,9 @@ class RoundConfig:
 
     ``nonce`` is fresh per round, so the config (and the session id that hashes it)
     never repeats; ``active`` selects the variant with signatures and ConsistencyCheck.
+    ``corrupt`` is the declared bound C on corrupt clients among ``clients``, from which
+    every party derives the corrupt-neighbour bound the threshold must beat
+    (graph.check_threshold); an active-variant client never trusts it below its own.
     """
 
     round_id: int
@@ -160,13 +165,14 @@ class RoundConfig:
     k: int
     t: int
     active: bool = False
+    corrupt: int = 0
 
     def to_bytes(self) -> bytes:
         name = self.vector.encode()
         return b"".join([
             _header(T_CONFIG), struct.pack(">Q", self.round_id), _blob(self.nonce),
             _ids(self.clients), _blob(name), struct.pack(">Q", self.length),
-            self.modulus.to_bytes(9, "big"), struct.pack(">IIB", self.k, self.t, int(self.active)),
+            self.modulus.to_bytes(9, "big"), struct.pack(">IIBI", self.k, self.t, int(self.active), self.corrupt),
         ])
 
     @classmethod
@@ -183,10 +189,11 @@ class RoundConfig:
         modulus = int.from_bytes(r.take(9, "modulus"), "big")
         k, t = r.u32("k"), r.u32("t")
         active = r.u8("active")
+        corrupt = r.u32("corrupt")
         r.done()
         if active > 1:
             raise MalformedMessageError("RoundConfig: active flag must be 0 or 1")
-        return cls(round_id, nonce, clients, vector, length, modulus, k, t, bool(active))
+        return cls(round_id, nonce, clients, vector, length, modulus, k, t, bool(active), corrupt)
 
     def digest(self) -> bytes:
         return hashlib.sha256(self.to_bytes()).digest()
@@ -194,22 +201,26 @@ class RoundConfig:
 
 @dataclass(slots=True)
 class AdvertiseKeys:
-    """Client -> server: its two X25519 public keys (c for shares, s for masks).
+    """Client -> server: its two X25519 public keys (c for shares, s for masks) and the
+    commitment to its self-mask seed (primitives.seed_commitment).
 
-    ``signature`` (active variant): Ed25519 over config digest || id || c_pk || s_pk.
+    ``signature`` (active variant): Ed25519 over config digest || id || c_pk || s_pk || commitment.
     """
 
     config_digest: bytes
     sender: int
     c_pk: bytes
     s_pk: bytes
+    seed_commit: bytes
     signature: bytes = b""
 
     def signed_bytes(self) -> bytes:
-        return self.config_digest + struct.pack(">I", self.sender) + self.c_pk + self.s_pk
+        return (self.config_digest + struct.pack(">I", self.sender) + self.c_pk + self.s_pk
+                + self.seed_commit)
 
     def entry(self) -> bytes:
-        return struct.pack(">I", self.sender) + self.c_pk + self.s_pk + _blob(self.signature)
+        return (struct.pack(">I", self.sender) + self.c_pk + self.s_pk + self.seed_commit
+                + _blob(self.signature))
 
     def to_bytes(self) -> bytes:
         return _header(T_ADVERTISE) + self.config_digest + self.entry()
@@ -218,10 +229,11 @@ class AdvertiseKeys:
     def read_entry(cls, r: _Reader, digest: bytes) -> AdvertiseKeys:
         sender = r.u32("sender")
         c_pk, s_pk = r.take(KEY_BYTES, "c_pk"), r.take(KEY_BYTES, "s_pk")
+        commit = r.take(COMMIT_BYTES, "seed_commit")
         sig = r.blob("signature")
         if len(sig) not in (0, SIG_BYTES):
             raise MalformedMessageError(f"AdvertiseKeys: signature of {len(sig)} bytes")
-        return cls(digest, sender, c_pk, s_pk, sig)
+        return cls(digest, sender, c_pk, s_pk, commit, sig)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AdvertiseKeys:
@@ -233,11 +245,14 @@ class AdvertiseKeys:
 
 
 # --------------------------------------------------------------------------- round 1
+ENTRY_BYTES = 4 + 2 * KEY_BYTES + COMMIT_BYTES  #: a KeyList entry without its signature
+
+
 class KeyList:
     """Server -> clients: every advertised key (U1), sorted by id; the same bytes for all.
 
-    Entries have a fixed size (id || c_pk || s_pk || signature of ``sig_len`` bytes,
-    0 or 64) and stay in one byte string: a client parses only the entries it uses
+    Entries have a fixed size (id || c_pk || s_pk || seed commitment || signature of
+    ``sig_len`` bytes, 0 or 64) and stay in one byte string: a client parses only the entries it uses
     (its neighbours), so reading a list of n keys costs O(n) bytes, not O(n) objects.
     """
 
@@ -249,9 +264,10 @@ class KeyList:
             if len(lens) > 1:
                 raise MalformedMessageError("KeyList: entries mix signed and unsigned keys")
             sig_len = lens.pop() if lens else 0
-            raw = b"".join(struct.pack(">I", e.sender) + e.c_pk + e.s_pk + e.signature for e in entries)
+            raw = b"".join(struct.pack(">I", e.sender) + e.c_pk + e.s_pk + e.seed_commit + e.signature
+                           for e in entries)
         self.sig_len = sig_len
-        self.size = 4 + 2 * KEY_BYTES + sig_len
+        self.size = ENTRY_BYTES + sig_len
         self.raw = raw
         table = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.size)
         self.ids = table[:, :4].copy().view(">u4").ravel().astype(np.int64)
@@ -274,9 +290,9 @@ class KeyList:
         if i >= self.ids.size or self.ids[i] != client:
             return None
         o = i * self.size
-        k1, k2 = o + 4 + KEY_BYTES, o + 4 + 2 * KEY_BYTES
+        k1, k2, k3 = o + 4 + KEY_BYTES, o + 4 + 2 * KEY_BYTES, o + ENTRY_BYTES
         return AdvertiseKeys(self.config_digest, client, self.raw[o + 4:k1], self.raw[k1:k2],
-                             self.raw[k2:o + self.size])
+                             self.raw[k2:k3], self.raw[k3:o + self.size])
 
     @property
     def entries(self) -> list[AdvertiseKeys]:
@@ -298,7 +314,7 @@ class KeyList:
         sig_len = r.u8("sig_len")
         if sig_len not in (0, SIG_BYTES):
             raise MalformedMessageError(f"KeyList: signature length {sig_len}")
-        size = 4 + 2 * KEY_BYTES + sig_len
+        size = ENTRY_BYTES + sig_len
         n = r.count("entries", size)
         raw = r.take(n * size, "entries")
         r.done()

@@ -61,6 +61,8 @@ LABEL_SELF_MASK = b"secagg/v1/self-mask"
 LABEL_SESSION = b"secagg/v1/session-id"
 LABEL_PERMUTATION = b"secagg/v1/graph-relabelling"
 LABEL_CONSISTENCY = b"secagg/v1/consistency-signature"
+LABEL_SEED_COMMIT = b"secagg/v1/self-mask-seed-commitment"
+COMMIT_BYTES = 32
 
 
 def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
@@ -158,6 +160,19 @@ def session_id(config_bytes: bytes, key_entries: bytes) -> bytes:
         h.update(struct.pack(">Q", len(part)))
         h.update(part)
     return h.digest()
+
+
+def seed_commitment(config_digest: bytes, owner: int, seed: bytes) -> bytes:
+    """SHA-256(label || config digest || owner || b_u): a client's commitment to its self-mask seed.
+
+    Advertised with its keys (so hashed into the session id, and signed in the active
+    variant); the server accepts a reconstructed b_u only if it matches, so wrong shares
+    can never unmask a wrong sum. Binding by SHA-256 collision resistance; hiding
+    because b_u is 256 uniform bits (random-oracle model). The config digest (fresh
+    nonce per round) stands in for the session id, which is not known yet when keys are
+    advertised.
+    """
+    return hashlib.sha256(LABEL_SEED_COMMIT + config_digest + struct.pack(">I", owner) + seed).digest()
 
 
 # --------------------------------------------------------------------------- PRG

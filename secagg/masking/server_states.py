@@ -10,10 +10,14 @@ One state per round, mirroring the client (and Google fcp ``secagg_server_r*``):
 * :class:`ServerMaskedInputCollection` (round 2): add each masked input y_u of U3 into
   the running sum as it arrives (the vectors are not kept).
 * :class:`ServerConsistencyCheck` (round 3, active variant): collect signatures over U3.
-* :class:`ServerUnmasking` (round 4): collect the shares; for u in U3 reconstruct b_u
-  and subtract PRG(b_u); for v in U2 minus U3 reconstruct s_v^SK, check it against v's
-  advertised public key and cancel sign(u, v) PRG(KA(s_v, s_u)) for every neighbour u
-  in U3, leaving sum_{u in U3} x_u mod R.
+* :class:`ServerUnmasking` (round 4): collect the shares; for u in U3 reconstruct b_u,
+  check it against u's advertised commitment, and subtract PRG(b_u); for v in U2 minus
+  U3 reconstruct s_v^SK, check it against v's advertised public key and cancel
+  sign(u, v) PRG(KA(s_v, s_u)) for every neighbour u in U3, leaving
+  sum_{u in U3} x_u mod R. A secret that fails its check is rebuilt from the shares
+  beyond t (shamir.reconstruct_verified), and the holders of wrong shares are named in
+  ``SecAggServer.faulty``; if no t shares agree with the check the round aborts, so a
+  tampered share never becomes a wrong sum.
 
 :class:`SecAggServer` drives them: :meth:`~SecAggServer.receive` hands a message to the
 current state, :meth:`~SecAggServer.advance` closes the round (in a deployment: on a
@@ -37,7 +41,7 @@ from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
 from .client_states import apply_masks, mask_key_for
-from .graph import neighbours
+from .graph import check_threshold, neighbours
 
 
 @dataclass
@@ -58,6 +62,7 @@ class ServerContext:
     signatures: dict[int, bytes] = field(default_factory=dict)
     last_masked: m.MaskedInput | None = None
     result: np.ndarray | None = None
+    faulty: dict[int, list[int]] = field(default_factory=dict)  #: holder -> owners of its wrong shares
 
     def sender_ok(self, sender: int, allowed, seen, what: str) -> None:
         if sender not in self.config.clients:
@@ -228,12 +233,15 @@ class ServerUnmasking(ServerState):
         ctx.session_ok(msg.session, msg.sender)
         alive = set(ctx.u3)
         peers = set(ctx.nbrs[msg.sender]) & set(ctx.u2)
-        for owner, kind, _ in msg.shares:
+        for owner, kind, share in msg.shares:
             if owner not in peers:
                 raise ProtocolError(f"server: client {msg.sender} sent a share of non-neighbour {owner}")
             want = m.SHARE_SELF_SEED if owner in alive else m.SHARE_MASK_KEY
             if kind != want:
                 raise ProtocolError(f"server: client {msg.sender} sent the wrong kind of share for {owner}")
+            if int(np.frombuffer(share, dtype=">u4").max()) >= shamir.PRIME:
+                raise ProtocolError(f"server: client {msg.sender} sent a share of {owner} "
+                                    "that is not a field element")
         self.responses[msg.sender] = msg
 
     def close(self, ctx):
@@ -246,9 +254,6 @@ class ServerUnmasking(ServerState):
             if v in alive:
                 continue
             s_sk = pr.x25519_private(secrets[v])
-            if pr.x25519_public(s_sk) != ctx.keys[v].s_pk:
-                raise RoundAbortedError(f"round aborted: reconstructed mask key of client {v} "
-                                        "does not match its advertised key (bad shares)")
             for u in ctx.nbrs[v]:
                 if u not in alive:
                     continue
@@ -262,22 +267,45 @@ class ServerUnmasking(ServerState):
         return ServerCompleted(), {}
 
     def _reconstruct(self, ctx) -> dict[int, bytes]:
-        """b_u for u in U3, s_u^SK for u in U2 minus U3, each from t shares (Shamir)."""
+        """b_u for u in U3, s_u^SK for u in U2 minus U3, each from t shares (Shamir) and
+        accepted only if it matches u's commitment (b_u) or public key (s_u^SK)."""
         buckets: dict[int, list[tuple[int, bytes]]] = {u: [] for u in ctx.u2}
+        holder_at = {x: c for c, x in ctx.index.items()}
         for holder in sorted(self.responses):
             for owner, _, share in self.responses[holder].shares:
                 buckets[owner].append((ctx.index[holder], share))
-        secrets = {}
+        t, alive = ctx.config.t, set(ctx.u3)
         for owner, got in buckets.items():
-            if len(got) < ctx.config.t:
+            if len(got) < t:
                 raise RoundAbortedError(
                     f"round aborted in Unmasking: {len(got)} shares of client {owner}'s secret, "
-                    f"fewer than t={ctx.config.t}; nothing was revealed"
+                    f"fewer than t={t}; nothing was revealed"
                 )
-            got = got[:ctx.config.t]
+        secrets = {}
+        for owner, got in buckets.items():
             rows = np.stack([np.frombuffer(s, dtype=">u4") for _, s in got])
-            secrets[owner] = shamir.reconstruct([x for x, _ in got], rows)[0]
+            check = _seed_check(ctx, owner) if owner in alive else _key_check(ctx, owner)
+            try:
+                secrets[owner], bad = shamir.reconstruct_verified([x for x, _ in got], rows, t, check)
+            except RoundAbortedError as exc:
+                raise RoundAbortedError(
+                    f"round aborted in Unmasking: client {owner}'s "
+                    f"{'self-mask seed' if owner in alive else 'mask key'} cannot be rebuilt "
+                    f"from the {len(got)} shares received ({exc}); no sum was output"
+                ) from None
+            for x in bad:
+                ctx.faulty.setdefault(holder_at[x], []).append(owner)
         return secrets
+
+
+def _seed_check(ctx: ServerContext, owner: int):
+    commit = ctx.keys[owner].seed_commit
+    return lambda seed: pr.seed_commitment(ctx.digest, owner, seed) == commit
+
+
+def _key_check(ctx: ServerContext, owner: int):
+    public = ctx.keys[owner].s_pk
+    return lambda raw: pr.x25519_public(pr.x25519_private(raw)) == public
 
 
 class ServerCompleted(ServerState):
@@ -288,8 +316,11 @@ class SecAggServer:
     """Server side of one aggregation round, driving the per-round states above."""
 
     def __init__(self, config: m.RoundConfig, *, pki: dict[int, bytes] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 allow_insecure_threshold: bool = False) -> None:
         pr.check_modulus(config.modulus)
+        check_threshold(len(config.clients), config.k, config.t, config.corrupt, active=config.active,
+                        allow_insecure_threshold=allow_insecure_threshold)
         if config.active and pki is None:
             raise ProtocolError("active variant needs the PKI (client id -> Ed25519 public key)")
         self.ctx = ServerContext(config, pki, config.to_bytes(), config.digest())
@@ -309,6 +340,11 @@ class SecAggServer:
     def u3(self) -> list[int]:
         """The clients whose inputs are in the sum."""
         return self.ctx.u3
+
+    @property
+    def faulty(self) -> dict[int, list[int]]:
+        """Holders caught returning wrong shares -> the owners whose shares were wrong."""
+        return self.ctx.faulty
 
     @property
     def result(self) -> np.ndarray | None:

@@ -16,7 +16,9 @@ coefficients of each set of share indices are computed once and cached (Bonawitz
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit
@@ -134,6 +136,22 @@ def _lagrange_at_zero(xs, p):
     return lam
 
 
+@njit(cache=True)
+def _lagrange_at(xs, x0, p):
+    """lambda_j(x0) = prod_{m != j} (x0 - x_m) / (x_j - x_m) mod p."""
+    t = xs.shape[0]
+    lam = np.empty(t, dtype=np.int64)
+    for j in range(t):
+        num = 1
+        den = 1
+        for m in range(t):
+            if m != j:
+                num = (num * ((x0 - xs[m]) % p)) % p
+                den = (den * ((xs[j] - xs[m]) % p)) % p
+        lam[j] = (num * _powmod(den, p - 2, p)) % p
+    return lam
+
+
 @functools.lru_cache(maxsize=4096)
 def lagrange_coefficients(xs: tuple[int, ...]) -> np.ndarray:
     """Cached Lagrange coefficients at 0 for the share-index set ``xs``."""
@@ -166,3 +184,46 @@ def reconstruct(xs: list[int] | tuple[int, ...], shares: np.ndarray) -> list[byt
         raise MalformedMessageError("a share is not a field element (>= p)")
     lam = lagrange_coefficients(xs)
     return limbs_to_secrets(_combine(lam, shares.astype(np.int64), PRIME))
+
+
+def _on_polynomial(xs: tuple[int, ...], rows: np.ndarray, x: int, row: np.ndarray) -> bool:
+    """True when the share ``row`` at ``x`` lies on the polynomials through (xs, rows)."""
+    lam = _lagrange_at(np.asarray(xs, dtype=np.int64), int(x), PRIME)
+    return bool(np.array_equal(_combine(lam, rows.astype(np.int64), PRIME), row.astype(np.int64)))
+
+
+def reconstruct_verified(xs: list[int], rows: np.ndarray, t: int, verify: Callable[[bytes], bool], *,
+                         max_tries: int = 4096) -> tuple[bytes, list[int]]:
+    """One 32-byte secret from m >= t shares, any of which may be wrong; returns (secret, bad xs).
+
+    ``verify`` recognises the true secret (a commitment or a public key). The first t
+    shares are tried first (the honest path: one interpolation). If they fail, e = 1,
+    2, ... shares among the first t + e are left out in turn until a t-subset yields a
+    verified secret -- this corrects up to m - t wrong shares within ``max_tries``
+    interpolations. The shares off the verified polynomial are returned as faulty. No
+    verified secret: RoundAbortedError (nothing unverified is ever returned).
+    """
+    m = len(xs)
+    if m < t:
+        raise RoundAbortedError(f"{m} shares, fewer than t={t}")
+    rows = np.asarray(rows)
+    tries = 0
+    for e in range(m - t + 1):
+        for left_out in itertools.combinations(range(t + e), e):
+            keep = [i for i in range(t + e) if i not in left_out]
+            kx = tuple(int(xs[i]) for i in keep)
+            try:
+                secret = reconstruct(kx, rows[keep])[0]
+            except (RoundAbortedError, MalformedMessageError):
+                secret = None
+            if secret is not None and verify(secret):
+                bad = [int(xs[j]) for j in range(m)
+                       if j not in keep and not _on_polynomial(kx, rows[keep], xs[j], rows[j])]
+                return secret, bad
+            tries += 1
+            if tries >= max_tries:
+                raise RoundAbortedError(
+                    f"no t={t} of {m} shares gave the committed secret within {max_tries} tries")
+    raise RoundAbortedError(
+        f"no t={t} of {m} shares gave the committed secret: more than {m - t} shares are wrong "
+        "(or the owner's commitment is)")

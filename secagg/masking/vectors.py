@@ -3,7 +3,8 @@
 Vectors over Z_R with R = 2^r live in machine words (uint32 for r <= 32, else uint64)
 and are added with wrap-around; reduction mod R is the final ``& (R - 1)``, which is a
 ring homomorphism from Z_{2^32} (or Z_{2^64}) onto Z_R. Other moduli use explicit
-modular addition (values < R <= 2^63, so a + b never overflows uint64).
+modular addition that never forms a + b (it would wrap uint32 words for
+R in (2^31, 2^32)): a + b mod R = a - (R - b), plus R where that went negative.
 
 On the wire a vector takes w = ceil(log2 R) bits per entry (Google fcp
 ``secagg_vector``): entry i occupies bits [i w, (i + 1) w) of a little-endian stream of
@@ -41,12 +42,17 @@ def add_difference(acc, plus, minus):
 
 
 def add_into(acc: np.ndarray, v: np.ndarray, modulus: int) -> None:
-    """acc += v (mod R), in place."""
+    """acc += v (mod R), in place; for R not a power of two both must hold values in [0, R).
+
+    Non-power-of-two R is reduced before the add, never after: acc + v can exceed the
+    word (R in (2^31, 2^32) in uint32 words), so we compute acc - (R - v), which lies in
+    (-R, R), and add R back where it went below zero (a subtraction that wraps in the
+    word is exact once R is added back modulo the word size).
+    """
     if is_pow2(modulus):
         np.add(acc, v, out=acc)
     else:
-        np.add(acc, v, out=acc)
-        acc[acc >= modulus] -= acc.dtype.type(modulus)
+        sub_into(acc, acc.dtype.type(modulus) - v.astype(acc.dtype, copy=False), modulus)
 
 
 def sub_into(acc: np.ndarray, v: np.ndarray, modulus: int) -> None:
