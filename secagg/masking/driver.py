@@ -118,7 +118,8 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         t0 = clock()
         clients[c].set_input(x, (quantizers or {}).get(c))
         res.client_seconds[c] += clock() - t0
-    server = SecAggServer(config, pki=pki, clock=clock, allow_insecure_threshold=allow_insecure_threshold)
+    server = SecAggServer(config, pki=pki, clock=clock, corrupt_rate=corrupt_rate,
+                          allow_insecure_threshold=allow_insecure_threshold)
     pool = (_Pool(clients, workers, clock) if workers > 1 and len(clients) > 1
             else _Local(clients, clock))
     try:

@@ -41,7 +41,7 @@ from . import messages as m
 from . import primitives as pr
 from . import shamir, vectors
 from .client_states import apply_masks, mask_key_for
-from .graph import check_threshold, neighbours
+from .graph import DEFAULT_CORRUPT_RATE, check_threshold, corrupt_count, neighbours
 
 
 @dataclass
@@ -316,10 +316,12 @@ class SecAggServer:
     """Server side of one aggregation round, driving the per-round states above."""
 
     def __init__(self, config: m.RoundConfig, *, pki: dict[int, bytes] | None = None,
-                 clock: Callable[[], float] = time.perf_counter,
+                 clock: Callable[[], float] = time.perf_counter, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
                  allow_insecure_threshold: bool = False) -> None:
         pr.check_modulus(config.modulus)
-        check_threshold(len(config.clients), config.k, config.t, config.corrupt, active=config.active,
+        n = len(config.clients)  # active variant: C at least the server's own corrupt_rate, as a client does
+        corrupt = max(config.corrupt, corrupt_count(n, corrupt_rate)) if config.active else config.corrupt
+        check_threshold(n, config.k, config.t, corrupt, active=config.active,
                         allow_insecure_threshold=allow_insecure_threshold)
         if config.active and pki is None:
             raise ProtocolError("active variant needs the PKI (client id -> Ed25519 public key)")
