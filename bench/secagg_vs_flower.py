@@ -37,7 +37,12 @@ What is measured, for both (CPU seconds, ``time.process_time``: the host is shar
 * repeats: each protocol runs ``--repeats`` times, alternating, and the fastest run of
   each is kept (the host is shared; every run's times are in the JSON);
 * exact: our unmasked sum equals the modular sum of the survivors' quantized inputs bit
-  for bit. Flower's result is compared with the float mean (max abs error reported).
+  for bit. Flower's result is compared with the float mean (max abs error reported);
+* active row (``ours_active``, skip with ``--no-active``): our active-adversary variant
+  (Ed25519-signed keys, consistency round, t with 2t - k > c_k from
+  ``find_parameters(..., active=True)``) at the same point, same data and dropouts. Flower
+  has no active variant, so its ratios are against Flower's semi-honest SecAgg+
+  (``active_*_speedup``) and against our own semi-honest run (``active_*_cost``).
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def _fastest_plain(plain_round) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ ours
-def run_ours(xs: dict[int, np.ndarray], dropped: set[int], k: int, t: int) -> dict:
+def run_ours(xs: dict[int, np.ndarray], dropped: set[int], k: int, t: int, active: bool = False) -> dict:
     clients = sorted(xs)
     n, length = len(clients), xs[clients[0]].size
     modulus = modulus_for(n, BITS)
@@ -84,9 +89,10 @@ def run_ours(xs: dict[int, np.ndarray], dropped: set[int], k: int, t: int) -> di
     # the rounding keys are fixed here only so that the exactness check can re-derive
     # the quantized inputs after the round (untimed)
     quantizers = {c: Quantizer(CLIP, BITS, rounding_key=os.urandom(32)) for c in clients}
-    config = make_config(clients, length, modulus, k=k, t=t)
+    config = make_config(clients, length, modulus, k=k, t=t, active=active, corrupt_rate=CORRUPT)
     t0 = CLOCK()
-    res = run_round(xs, config, quantizers=quantizers, dropouts={"masked_input": dropped}, clock=CLOCK)
+    res = run_round(xs, config, quantizers=quantizers, dropouts={"masked_input": dropped}, clock=CLOCK,
+                    corrupt_rate=CORRUPT)
     wall = CLOCK() - t0
     expected = np.zeros(length, dtype=np.uint64)
     for c in res.included:
@@ -284,7 +290,8 @@ def _best(runs: list[dict]) -> dict:
     return best
 
 
-def bench_point(n: int, length: int, drop: float, seed: int = 0, repeats: int = 1) -> dict:
+def bench_point(n: int, length: int, drop: float, seed: int = 0, repeats: int = 1,
+                active: bool = True) -> dict:
     rng = np.random.default_rng(seed)  # test data only
     xs = {c: rng.normal(0.0, 1.0, length) for c in range(n)}
     dropped = set(rng.choice(n, size=int(round(drop * n)), replace=False).tolist())
@@ -304,7 +311,24 @@ def bench_point(n: int, length: int, drop: float, seed: int = 0, repeats: int = 
         row["client_speedup_raw"] = flower["client_seconds"] / ours["client_seconds"]
         row["bytes_ratio"] = ours["bytes_up_per_client"] / flower["bytes_up_per_client"]
     row["exact"] = ours["exact"]
+    if active:
+        row["ours_active"] = _active_run(xs, dropped, n, drop, repeats)
+        act = row["ours_active"]
+        for side in ("client", "server"):
+            row[f"active_{side}_cost"] = act[f"{side}_overhead"] / ours[f"{side}_overhead"]
+            if flower.get("completed"):
+                row[f"active_{side}_speedup"] = flower[f"{side}_overhead"] / act[f"{side}_overhead"]
+        row["exact"] = row["exact"] and act["exact"]
     return row
+
+
+def _active_run(xs, dropped, n, drop, repeats) -> dict:
+    """Our active variant at one point, with the (k, t) its finder picks (best of ``repeats``)."""
+    params = find_parameters(n, dropout_rate=max(drop, 0.01), corrupt_rate=CORRUPT, active=True)
+    best = _best([run_ours(xs, dropped, params.k, params.t, active=True) for _ in range(repeats)])
+    best.update(k=params.k, t=params.t, corrupt_neighbours=params.corrupt_neighbours,
+                tolerated_dropout_rate=params.tolerated_dropout_rate)
+    return best
 
 
 def paper_point() -> dict:
@@ -362,6 +386,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-paper", action="store_true", help="skip the n=500 paper comparison")
     ap.add_argument("--repeats", type=int, help="runs per point and protocol, best kept "
                     "(default 2 with --quick, else 1)")
+    ap.add_argument("--no-active", action="store_true", help="skip the active-variant row of each point")
     ap.add_argument("--table", metavar="JSON", help="print the README table of a finished run's JSON and exit")
     args = ap.parse_args(argv)
     if args.table:
@@ -378,13 +403,21 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     result: dict = {}
     for n, m, d in points:
-        row = bench_point(n, m, d, repeats=args.repeats or (2 if args.quick else 1))
+        row = bench_point(n, m, d, repeats=args.repeats or (2 if args.quick else 1),
+                          active=not args.no_active)
         rows.append(row)
         print(f"n={n} len={m} drop={d:.0%} k={row['k']} t={row['t']}: "
               f"client ours {row['ours']['client_seconds']:.4f}s flower {row['flower']['client_seconds']:.4f}s | "
               f"server ours {row['ours']['server_seconds']:.3f}s flower {row['flower']['server_seconds']:.3f}s | "
               f"bytes ours {row['ours']['bytes_up_per_client']:.0f} flower {row['flower']['bytes_up_per_client']:.0f} | "
               f"exact {row['exact']}", flush=True)
+        if "ours_active" in row:
+            a = row["ours_active"]
+            print(f"  active k={a['k']} t={a['t']}: client {a['client_seconds']:.4f}s server "
+                  f"{a['server_seconds']:.3f}s bytes {a['bytes_up_per_client']:.0f} | cost vs ours "
+                  f"client {row['active_client_cost']:.2f}x server {row['active_server_cost']:.2f}x | "
+                  f"vs Flower client {row.get('active_client_speedup', float('nan')):.1f}x "
+                  f"server {row.get('active_server_speedup', float('nan')):.1f}x", flush=True)
         result = summarise(rows)
         if args.json:  # written after every point, so a long grid leaves partial results
             _write(args.json, result)
@@ -437,6 +470,7 @@ def markdown_table(result: dict) -> str:
             f"| {r['client_speedup_raw']:.1f} | {r['server_speedup_raw']:.1f} "
             f"| {r['bytes_ratio']:.3f} | {r['exact']} |")
     rows = result["rows"]
+    lines += _active_table(rows)
     lines += ["", f"Summary over the grid: server speedup from {result['min_server_speedup']:.1f}x to "
               f"{max(r['server_speedup'] for r in rows):.0f}x, client speedup from "
               f"{result['min_client_speedup']:.1f}x to {max(r['client_speedup'] for r in rows):.0f}x, "
@@ -453,6 +487,26 @@ def markdown_table(result: dict) -> str:
                      f"ours {plus['server_seconds']:.2f} s with SecAgg+ (k = {plus['k']}, t = {plus['t']}) and "
                      f"{full['server_seconds']:.2f} s on the complete graph (k = {full['k']}, t = {full['t']}).")
     return "\n".join(lines)
+
+
+def _active_table(rows: list[dict]) -> list[str]:
+    """Rows of our active variant, for the runs that measured it (none in older JSON)."""
+    active = [r for r in rows if "ours_active" in r]
+    if not active:
+        return []
+    lines = ["", "| n | length | dropout | active (k, t) | tolerated dropout | ours active client ms "
+             "| ours active server s | client cost vs ours | server cost vs ours "
+             "| client speedup vs Flower | server speedup vs Flower | exact |",
+             "|" + "---:|" * 3 + "---|" + "---:|" * 7 + "---|"]
+    for r in active:
+        a = r["ours_active"]
+        lines.append(
+            f"| {r['n']} | {r['length']:.0e} | {r['dropout']:.0%} | ({a['k']}, {a['t']}) "
+            f"| {a['tolerated_dropout_rate']:.0%} | {1e3 * a['client_seconds']:.1f} | {a['server_seconds']:.3f} "
+            f"| {r['active_client_cost']:.2f} | {r['active_server_cost']:.2f} "
+            f"| {r.get('active_client_speedup', float('nan')):.1f} "
+            f"| {r.get('active_server_speedup', float('nan')):.1f} | {a['exact']} |")
+    return lines
 
 
 def _flwr_version() -> str:

@@ -51,6 +51,7 @@ max(C + 1, floor((n - 1)/2) + 1) capped at n - 1 - D (Bonawitz et al. choose t >
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -127,6 +128,7 @@ def corrupt_count(n: int, corrupt_rate: float) -> int:
     return math.ceil(corrupt_rate * n - 1e-9)
 
 
+@functools.lru_cache(maxsize=256)
 def corrupt_neighbour_bound(n: int, k: int, corrupt: int,
                             security_bits: float = DEFAULT_SECURITY_BITS) -> int:
     """c_k: a client's corrupt neighbours exceed it with probability <= 2^-(sigma+1) / n.

@@ -233,15 +233,14 @@ class ServerUnmasking(ServerState):
         ctx.session_ok(msg.session, msg.sender)
         alive = set(ctx.u3)
         peers = set(ctx.nbrs[msg.sender]) & set(ctx.u2)
-        for owner, kind, share in msg.shares:
+        for owner, kind, _ in msg.shares:
             if owner not in peers:
                 raise ProtocolError(f"server: client {msg.sender} sent a share of non-neighbour {owner}")
             want = m.SHARE_SELF_SEED if owner in alive else m.SHARE_MASK_KEY
             if kind != want:
                 raise ProtocolError(f"server: client {msg.sender} sent the wrong kind of share for {owner}")
-            if int(np.frombuffer(share, dtype=">u4").max()) >= shamir.PRIME:
-                raise ProtocolError(f"server: client {msg.sender} sent a share of {owner} "
-                                    "that is not a field element")
+        if msg.shares and int(np.frombuffer(b"".join(s for _, _, s in msg.shares), ">u4").max()) >= shamir.PRIME:
+            raise ProtocolError(f"server: client {msg.sender} sent a share that is not a field element")
         self.responses[msg.sender] = msg
 
     def close(self, ctx):
@@ -283,7 +282,7 @@ class ServerUnmasking(ServerState):
                 )
         secrets = {}
         for owner, got in buckets.items():
-            rows = np.stack([np.frombuffer(s, dtype=">u4") for _, s in got])
+            rows = np.frombuffer(b"".join(s for _, s in got), dtype=">u4").reshape(len(got), -1)
             check = _seed_check(ctx, owner) if owner in alive else _key_check(ctx, owner)
             try:
                 secrets[owner], bad = shamir.reconstruct_verified([x for x, _ in got], rows, t, check)

@@ -200,7 +200,8 @@ def reconstruct_verified(xs: list[int], rows: np.ndarray, t: int, verify: Callab
     shares are tried first (the honest path: one interpolation). If they fail, e = 1,
     2, ... shares among the first t + e are left out in turn until a t-subset yields a
     verified secret -- this corrects up to m - t wrong shares within ``max_tries``
-    interpolations. The shares off the verified polynomial are returned as faulty. No
+    interpolations. After a correction the shares off the verified polynomial are
+    returned as faulty (when the first t verify, the rest are not examined). No
     verified secret: RoundAbortedError (nothing unverified is ever returned).
     """
     m = len(xs)
@@ -217,8 +218,9 @@ def reconstruct_verified(xs: list[int], rows: np.ndarray, t: int, verify: Callab
             except (RoundAbortedError, MalformedMessageError):
                 secret = None
             if secret is not None and verify(secret):
-                bad = [int(xs[j]) for j in range(m)
-                       if j not in keep and not _on_polynomial(kx, rows[keep], xs[j], rows[j])]
+                bad = [] if e == 0 else [  # shares that were never needed are not examined
+                    int(xs[j]) for j in range(m)
+                    if j not in keep and not _on_polynomial(kx, rows[keep], xs[j], rows[j])]
                 return secret, bad
             tries += 1
             if tries >= max_tries:
