@@ -349,6 +349,10 @@ class SecAggClient:
     >>> client = SecAggClient(7)            # doctest: +SKIP
     >>> client.set_input(words)             # quantized vector in [0, R)
     >>> reply = client.handle(server_bytes)  # bytes for the server, or None
+
+    ``corrupt_rate`` is the least corrupt fraction the client assumes in the active
+    variant, whatever the config declares; ``allow_insecure_threshold`` accepts t = 1 or
+    t <= c_k (never the active split-view bound; graph.check_threshold).
     """
 
     def __init__(self, client_id: int, *, identity_key: bytes | None = None,
