@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from secagg import make_backend
-from secagg.errors import InvalidInputError, RoundAbortedError, TooFewInputsError
+from secagg.errors import InsecureParameterError, InvalidInputError, RoundAbortedError, TooFewInputsError
 
 
 def _updates(n, length, seed=0, scale=0.3):
@@ -73,3 +73,20 @@ def test_early_drop_stage_and_option_checks():
     for bad in ({"graph": "ring"}, {"drop_stage": "unmasking"}, {"k": 4}, {"clip": -1.0}, {"bits": 70}):
         with pytest.raises(InvalidInputError):
             make_backend("secagg", **bad)
+
+
+@pytest.mark.parametrize("name", ["secagg", "secagg+"])
+def test_active_backend_picks_a_split_view_safe_threshold_and_sums_exactly(name):
+    ups = _updates(12, 40, seed=4)
+    backend = make_backend(name, active=True, clip=1.0, bits=16)
+    res = backend.aggregate(ups, dropped=[5])
+    info = res.info
+    assert info["active"] and 2 * info["t"] - info["k"] > info["corrupt_neighbours"] >= 1
+    assert info["tolerated_dropout_rate"] >= 1 / 12
+    exact = sum(np.clip(ups[c], -1, 1) for c in res.included)
+    assert res.included == [c for c in ups if c != 5]
+    assert np.max(np.abs(res.aggregate - exact)) <= len(res.included) * 2 / ((1 << 16) - 1)
+    with pytest.raises(InsecureParameterError, match="2t - k > c_k"):
+        make_backend(name, active=True, k=11, t=6).aggregate(ups)
+    with pytest.raises(InsecureParameterError, match="allow_insecure_threshold"):
+        make_backend(name, k=11, t=1, min_inputs=1).aggregate(ups)

@@ -36,7 +36,8 @@ import numpy as np
 from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
 from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
-from .graph import GraphParams, complete_parameters, find_parameters
+from .graph import (GraphParams, complete_parameters, corrupt_count, corrupt_neighbour_bound,
+                    find_parameters)
 from .quantize import Quantizer, check_quant_params, dequantize, integer_weights, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
@@ -97,8 +98,10 @@ class MaskingBackend(AggregationBackend):
         """The (k, t) this backend uses for n clients."""
         if self.k is not None:
             k = min(self.k, n - 1)
+            c_k = corrupt_neighbour_bound(n, k, corrupt_count(n, self.rates["corrupt_rate"]))
             return GraphParams(n, k, self.t, k >= n - 1, float("nan"), float("nan"),
-                               self.rates["corrupt_rate"], self.rates["dropout_rate"])
+                               self.rates["corrupt_rate"], self.rates["dropout_rate"], c_k,
+                               active=self.active)
         if self.graph == "complete":
             return complete_parameters(n, **self.rates, active=self.active)
         return find_parameters(n, **self.rates, **self.bounds, active=self.active)

@@ -4,7 +4,7 @@ Bell et al. (CCS 2020, section 3) replace the complete graph of Bonawitz et al. 
 sparse random graph. As in Google fcp, we use the Harary graph H(k, n): nodes on a
 ring, each joined to its k/2 predecessors and k/2 successors, after a uniformly random
 relabelling of the clients. The relabelling is derived from the session id (a hash of
-every advertised key), so the server cannot pick it.
+every advertised key), so the server cannot pick it directly.
 
 Parameter finder [R] -- our reconstruction of the criteria of fcp
 ``graph_parameter_finder.cc`` from the research note (not its code). With n clients, C
@@ -32,21 +32,25 @@ iff 2t - c_k <= k. We therefore require
 
     2t - k > c_k    (on the complete graph, k = n - 1 holders and c_k = C),
 
-the count behind Bonawitz et al. 2017, section 6 / appendix (malicious setting: t > 2n/3
-with fewer than n/3 corrupt makes two sets of t signers meet in an honest client) and
-its per-neighbourhood form for SecAgg+ (Bell et al. 2020, section 4, semi-malicious);
-Google fcp's finder raises t to ceil((t1 + k - 1.25) / 2) + 1, which is the same
-t = floor((k + c_k) / 2) + 1 (check_threshold). With active=True both finders compute
-c_k = t1 over the n - D clients left if all D dropouts happen before AdvertiseKeys,
-choose that t, and need t <= t2; ``GraphParams.tolerated_dropout_rate`` reports the
-dropout rate the chosen (k, t) still survives. The relabelling is derived from the
-session id, but a malicious server can grind it by choosing which advertised clients
-enter U1: that is not covered by c_k (see README, threat model).
+the count behind the active-adversary analysis of Bonawitz et al. 2017 (t > 2n/3 with
+fewer than n/3 corrupt clients: any two sets of t signers of conflicting lists meet in
+an honest client; research note secagg.md section 1.3) and its per-neighbourhood form
+for SecAgg+ (Bell et al. 2020, malicious variant); Google fcp's semi-malicious finder
+raises t to ceil((t1 + k - 1.25) / 2) + 1 (note section 4.1), which equals our
+t = floor((k + c_k) / 2) + 1 (check_threshold). The argument above is ours [R]: it
+counts shares, so it holds whatever the server does with the signatures. With
+active=True both finders compute c_k = t1 over the n - D clients left if all D
+dropouts happen before AdvertiseKeys, choose that t, and need t <= t2;
+``GraphParams.tolerated_dropout_rate`` reports the dropout rate the chosen (k, t) still
+survives. A malicious server cannot pick the relabelling, but it can grind it by
+choosing which advertised clients enter U1: c_k does not cover that (README, threat
+model).
 
 Below ``min_sparse_n`` = 65 clients the complete graph is used outright [R]: the note on
 fcp reports that its finder falls back to the complete graph for roughly n < 65, and
-with so few clients a sparse graph saves little. When no k < n - 1 passes, the complete graph is used with t in (C, n - 1 - D], chosen as
-max(C + 1, floor((n - 1)/2) + 1) capped at n - 1 - D (Bonawitz et al. choose t > n/2).
+with so few clients a sparse graph saves little. When no k < n - 1 passes, the complete
+graph is used with t in (C, n - 1 - D], chosen as max(C + 1, 2, floor((n - 1)/2) + 1)
+capped at n - 1 - D (Bonawitz et al. choose t > n/2).
 """
 
 from __future__ import annotations
@@ -160,8 +164,8 @@ def check_threshold(n: int, k: int, t: int, corrupt: int, *, active: bool,
     c_k = corrupt_neighbour_bound(n, k_eff, corrupt, security_bits)
     if active and 2 * t - k_eff <= c_k:
         raise InsecureParameterError(
-            f"active variant needs 2t - k > c_k (Bonawitz et al. 2017 sec. 6; Bell et al. 2020 "
-            f"sec. 4): t={t}, k={k_eff}, c_k={c_k} corrupt neighbours (C={corrupt} of n={n}) let a "
+            f"active variant needs 2t - k > c_k (Bonawitz et al. 2017, active adversary; Bell et "
+            f"al. 2020): t={t}, k={k_eff}, c_k={c_k} corrupt neighbours (C={corrupt} of n={n}) let a "
             f"server showing two survivor lists to two groups of a client's neighbours rebuild "
             f"both of its secrets; need t >= {active_threshold(k_eff, c_k)}"
         )
