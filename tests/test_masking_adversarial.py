@@ -238,6 +238,30 @@ def test_bit_flips_in_returned_shares_never_give_a_wrong_sum():
     assert kinds.count("exact") > 100 and named > 20, (kinds.count("exact"), named)
 
 
+def test_a_holder_corrupting_every_share_is_named_and_the_sum_stays_exact():
+    clients = list(range(1, 13))
+    config = make_config(clients, L, 1 << 20, k=11, t=7)
+    inputs = _words(clients, config.modulus, L, 7)
+    agents = {c: SecAggClient(c) for c in clients}
+    for c, x in inputs.items():
+        agents[c].set_input(x)
+    server = SecAggServer(config)
+    outbox = {c: server.start() for c in clients}
+    for _ in range(3):
+        for c, data in outbox.items():
+            server.receive(agents[c].handle(data))
+        outbox = server.advance()
+    for c, data in outbox.items():
+        reply = m.UnmaskResponse.from_bytes(agents[c].handle(data))
+        if c == 1:  # every share it returns is off by one bit
+            reply = m.UnmaskResponse(reply.session, c, [(o, k, bytes([s[0] ^ 1]) + s[1:])
+                                                        for o, k, s in reply.shares])
+        server.receive(reply.to_bytes())
+    server.advance()
+    assert list(server.faulty) == [1]
+    assert [int(v) for v in server.result] == _exact(inputs, clients, config.modulus)
+
+
 def test_seed_commitment_is_checked_and_bound_into_the_key_list():
     """A client whose own commitment was swapped in the KeyList refuses the round."""
     clients = [1, 2, 3, 4]

@@ -282,6 +282,8 @@ class ServerUnmasking(ServerState):
                 )
         secrets = {}
         for owner, got in buckets.items():
+            if ctx.faulty:  # holders already caught go last, so later secrets need no correction
+                got.sort(key=lambda item: holder_at[item[0]] in ctx.faulty)
             rows = np.frombuffer(b"".join(s for _, s in got), dtype=">u4").reshape(len(got), -1)
             check = _seed_check(ctx, owner) if owner in alive else _key_check(ctx, owner)
             try:
@@ -344,7 +346,8 @@ class SecAggServer:
 
     @property
     def faulty(self) -> dict[int, list[int]]:
-        """Holders caught returning wrong shares -> the owners whose shares were wrong."""
+        """Holders caught returning wrong shares -> the owners whose shares from them were
+        found wrong (once caught, a holder's shares are used last, so the list may be short)."""
         return self.ctx.faulty
 
     @property
