@@ -124,6 +124,10 @@ def test_split_view_parameters_of_the_report_are_refused_everywhere(n, old, corr
     clients = list(range(1, n + 1))
     with pytest.raises(InsecureParameterError, match=r"2t - k > c_k"):
         make_config(clients, L, 1 << 16, k=k, t=t, active=True)
+    passive = graph.find_parameters(n) if n >= 65 else graph.complete_parameters(n)
+    assert (passive.k, passive.t) == old  # the semi-honest finders still pick these ...
+    with pytest.raises(InsecureParameterError, match=r"2t - k > c_k"):  # ... but not for active
+        make_config(clients, L, 1 << 16, params=passive, active=True)
     # a hand-written config that understates the corrupt count: server and client refuse it
     raw = m.RoundConfig(0, b"nonce", clients, "v", L, 1 << 16, k, t, True, 0)
     with pytest.raises(InsecureParameterError, match=r"2t - k > c_k"):
