@@ -33,7 +33,8 @@ def _words(clients, modulus, length, seed):
 
 
 def _exact(inputs, included, modulus):
-    return [sum(int(inputs[c][i]) for c in included) % modulus for i in range(len(next(iter(inputs.values()))))]
+    length = len(next(iter(inputs.values())))
+    return [sum(int(inputs[c][i]) for c in included) % modulus for i in range(length)]
 
 
 # --------------------------------------------------------------------------- split view
@@ -77,7 +78,8 @@ class SplitView:
             sigs[tuple(lst)].append((c, m.ConsistencySignature.from_bytes(reply).signature))
         for c in self.corrupt:  # corrupt clients sign both lists
             for lst in (full, cut):
-                sigs[tuple(lst)].append((c, pr.ed25519_sign(self.idkeys[c], m.consistency_bytes(self.session, lst))))
+                signature = pr.ed25519_sign(self.idkeys[c], m.consistency_bytes(self.session, lst))
+                sigs[tuple(lst)].append((c, signature))
         got = {m.SHARE_SELF_SEED: [], m.SHARE_MASK_KEY: []}
         index = self.server.ctx.index
         for c, lst in view.items():
@@ -182,7 +184,8 @@ def test_active_client_counts_only_neighbour_signatures_on_the_list_it_signed():
     with pytest.raises(RoundAbortedError, match="on the list it signed"):
         h.clients[u].handle(m.UnmaskRequest(h.session, lst, wrong).to_bytes())
     right = [(c, pr.ed25519_sign(h.idkeys[c], signed)) for c in sorted(nbrs)]
-    reply = m.UnmaskResponse.from_bytes(h.clients[u].handle(m.UnmaskRequest(h.session, lst, right).to_bytes()))
+    request = m.UnmaskRequest(h.session, lst, right).to_bytes()
+    reply = m.UnmaskResponse.from_bytes(h.clients[u].handle(request))
     assert {o for o, _, _ in reply.shares} == nbrs
 
 

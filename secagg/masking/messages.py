@@ -172,7 +172,8 @@ class RoundConfig:
         return b"".join([
             _header(T_CONFIG), struct.pack(">Q", self.round_id), _blob(self.nonce),
             _ids(self.clients), _blob(name), struct.pack(">Q", self.length),
-            self.modulus.to_bytes(9, "big"), struct.pack(">IIBI", self.k, self.t, int(self.active), self.corrupt),
+            self.modulus.to_bytes(9, "big"),
+            struct.pack(">IIBI", self.k, self.t, int(self.active), self.corrupt),
         ])
 
     @classmethod

@@ -239,7 +239,8 @@ class ServerUnmasking(ServerState):
             want = m.SHARE_SELF_SEED if owner in alive else m.SHARE_MASK_KEY
             if kind != want:
                 raise ProtocolError(f"server: client {msg.sender} sent the wrong kind of share for {owner}")
-        if msg.shares and int(np.frombuffer(b"".join(s for _, _, s in msg.shares), ">u4").max()) >= shamir.PRIME:
+        elements = np.frombuffer(b"".join(s for _, _, s in msg.shares), ">u4")
+        if elements.size and int(elements.max()) >= shamir.PRIME:
             raise ProtocolError(f"server: client {msg.sender} sent a share that is not a field element")
         self.responses[msg.sender] = msg
 
