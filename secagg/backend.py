@@ -33,6 +33,7 @@ A plain numpy FedAvg loop with any backend::
 from __future__ import annotations
 
 import abc
+import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,6 +188,49 @@ class AggregationBackend(abc.ABC):
         self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int]
     ) -> RoundResult:
         """Run the protocol on checked inputs (at least ``min_inputs`` survive)."""
+
+
+def check_workers(workers: int | None) -> int:
+    """The one ``workers`` check: None or 1 run in-process, an integer > 1 uses processes."""
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
+    return int(workers)
+
+
+def integer_weights(weights: Mapping[int, float], weight_bits: int = 20) -> tuple[dict[int, int], float]:
+    """Map float weights to integers w_int = round(w 2^s), exactly when possible.
+
+    Weights that are all integers (e.g. example counts, or 1.0) are used as they are
+    (scale 1, exact). Otherwise they are scaled by 2^s with the largest s that keeps
+    max w * 2^s < 2^weight_bits and rounded; ``scale`` = 2^s is returned so that
+    sum w_int x / scale approximates sum w x with relative weight error <= 2^-s-1 / w.
+    Raises :class:`InvalidInputError` for weights that are not finite and >= 0, when
+    2^s is not a finite float64 (subnormal or tiny weights), or when a positive weight
+    rounds to 0 (it is too small next to the largest to be represented).
+    """
+    vals = np.array(list(weights.values()), dtype=np.float64)
+    if vals.size == 0 or np.any(~np.isfinite(vals)) or np.any(vals < 0):
+        raise InvalidInputError("weights must be finite and >= 0")
+    if np.all(vals == np.round(vals)) and vals.max() < 2.0**62:
+        return {cid: int(w) for cid, w in weights.items()}, 1.0
+    top = float(vals.max())
+    shift = weight_bits - math.frexp(top)[1]  # top < 2^e, so top * 2^shift < 2^weight_bits
+    if shift > 1023:
+        raise InvalidInputError(
+            f"weights up to {top!r} are too small to scale to {weight_bits}-bit integers "
+            f"(scale 2^{shift} is not a finite float64): rescale the weights"
+        )
+    scale = 2.0**shift
+    out = {cid: int(round(math.ldexp(float(w), shift))) for cid, w in weights.items()}
+    lost = [cid for cid, w in weights.items() if w > 0 and out[cid] == 0]
+    if lost:
+        raise InvalidInputError(
+            f"weights of clients {sorted(lost)[:5]} round to 0 at {weight_bits}-bit precision "
+            f"next to the largest weight {top!r}: they cannot be represented"
+        )
+    return out, scale
 
 
 def _check_updates(updates: Updates) -> dict[int, np.ndarray]:

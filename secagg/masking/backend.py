@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 
-from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
+from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, integer_weights, register_backend
 from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
 from .graph import GraphParams, complete_parameters, find_parameters
-from .quantize import Quantizer, check_quant_params, dequantize, integer_weights, modulus_for
+from .quantize import Quantizer, check_quant_params, dequantize, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
 
