@@ -88,7 +88,7 @@ def test_small_key_needs_opt_in(sk):
 
 def test_packed_clipping_and_layout_in_info(sk):
     backend = make_backend("paillier_packed", key=sk, allow_insecure_small_key=True, clip=0.5,
-                           precision_bits=12)
+                           precision_bits=12, out_of_range="clip")
     ups = {0: np.array([0.1, 2.0, -0.7]), 1: np.array([0.2, 0.3, 0.4])}
     res = backend.aggregate(ups)
     assert res.info["clipped"] == 2

@@ -18,15 +18,23 @@ The server learns nothing in clear: ``view.per_client`` stays empty and
 by its fingerprint, ciphertexts at fixed width). Key generation and obfuscation tables
 are built on the first round and reported in ``cost.setup_seconds`` of that round only.
 
+Values outside [-clip, clip] follow the contract's ``out_of_range`` policy
+(:mod:`secagg.backend`). The server counts what it adds itself: it loads upload i
+stating the bound (unpacked) or summand count (packed) that client i's clip and weight
+allow, never a count read from the message; packed ciphertexts also carry their true
+count encrypted, checked at decryption (:mod:`.packing`).
+
 * ``"paillier"``: one value per ciphertext, shared fixed-point codec with
-  ``precision_bits`` fractional bits (rounded up to a multiple of 4: base 16). Values
-  with |x| > clip raise :class:`InvalidInputError`.
-* ``"paillier_packed"``: BatchCrypt-style (:mod:`.packing`): values are clipped to
-  |x| <= clip (count in ``info["clipped"]``), client i encrypts w_i x_i as
-  c_i = max(1, ceil(w_i)) summands, and the layout has headroom for ``max_summands``
+  ``precision_bits`` fractional bits (rounded up to a multiple of 4: base 16).
+* ``"paillier_packed"``: BatchCrypt-style (:mod:`.packing`): client i encrypts w_i x_i
+  as c_i = max(1, ceil(w_i)) summands, and the layout has headroom for ``max_summands``
   (default: sum of c_i over the round's clients; a smaller explicit value that the
   round exceeds raises :class:`HeadroomExceededError`). Error per coordinate of the
   aggregate: below (number of included clients) x ``layout.step``, unbiased.
+
+Neither aggregates sparse (PartText) rounds sparsely: they are refused unless the
+caller passes ``dense_fallback=True`` (contract in :mod:`secagg.backend`). Process
+pools (``workers`` > 1) are released by :meth:`PaillierBackend.close`.
 """
 
 from __future__ import annotations
@@ -36,13 +44,20 @@ import time
 
 import numpy as np
 
-from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
+from ..backend import (
+    AggregationBackend,
+    RoundCost,
+    RoundResult,
+    ServerView,
+    check_workers,
+    register_backend,
+)
 from ..errors import HeadroomExceededError, InvalidInputError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
 from .packing import PackingLayout, choose_layout
-from .parallel import check_workers, map_with_key
+from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
 from .vector import EncryptedVector, PackedEncryptedVector
 
@@ -58,15 +73,15 @@ class PaillierBackend(AggregationBackend):
         The clients' shared :class:`PrivateKey`; generated on the first round if None.
     key_bits, allow_insecure_small_key:
         Size of a generated key; below 2048 bits needs the explicit opt-in (tests).
-    clip:
-        Value range |x| <= clip of every coordinate.
+    clip, out_of_range:
+        Value range |x| <= clip of every coordinate and the contract's policy outside it.
     precision_bits:
         Fractional bits of the fixed-point codec (packed: quantization bits).
     obfuscation:
         ``"crt"`` (clients hold the private key: exact, fastest) or ``"djn"``
         (public-key short-exponent path; extra assumption, see :mod:`.obfuscation`).
     workers:
-        Processes (None: in-process). Whole client uploads run in parallel worker
+        Processes (1: in-process). Whole client uploads run in parallel worker
         processes (each client's seconds are measured where it ran), and the
         aggregate's decryption is split across them.
     """
@@ -81,30 +96,37 @@ class PaillierBackend(AggregationBackend):
         key_bits: int = DEFAULT_KEY_BITS,
         allow_insecure_small_key: bool = False,
         clip: float = 1.0,
+        out_of_range: str = "raise",
         precision_bits: int = 32,
         obfuscation: str = "crt",
-        workers: int | None = None,
+        workers: int = 1,
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
-        super().__init__(min_inputs=min_inputs, record_view=record_view)
+        if clip is None:
+            raise InvalidInputError("Paillier backends need a finite clip (the encoding's range)")
+        super().__init__(min_inputs=min_inputs, record_view=record_view, clip=clip,
+                         out_of_range=out_of_range)
         if key is not None and not isinstance(key, PrivateKey):
             raise InvalidInputError(f"key must be a PrivateKey (clients share it), got {type(key).__name__}")
         if key is not None:
             key.public_key.check_size(allow_insecure_small_key)
         else:
             check_key_bits(key_bits, allow_insecure_small_key)
-        if not (isinstance(clip, int | float) and math.isfinite(clip) and clip > 0):
-            raise InvalidInputError(f"clip must be a finite number > 0, got {clip!r}")
         if obfuscation not in OBFUSCATIONS:
             raise InvalidInputError(f"obfuscation must be one of {OBFUSCATIONS}, got {obfuscation!r}")
-        if not isinstance(precision_bits, int) or precision_bits < 2:
+        if isinstance(precision_bits, bool) or not isinstance(precision_bits, int) or precision_bits < 2:
             raise InvalidInputError(f"precision_bits must be an integer >= 2, got {precision_bits!r}")
         self.key, self.key_bits, self.allow_insecure_small_key = key, key_bits, allow_insecure_small_key
-        self.clip, self.precision_bits = float(clip), precision_bits
+        self.precision_bits = precision_bits
         self.obfuscation = obfuscation
         self.workers = check_workers(workers)
         self._obfuscator: Obfuscator | None = None
+
+    def close(self) -> None:
+        """Shut down this key's worker processes (if any ran)."""
+        if self.key is not None:
+            close_executors(self.key)
 
     def _setup(self) -> float:
         """Generate the key and obfuscation tables if not done yet; return the seconds spent."""
@@ -121,43 +143,55 @@ class PaillierBackend(AggregationBackend):
             self._obfuscator = DJNObfuscator(self.key.public_key)
         return time.perf_counter() - t0
 
-    def _job(self, cid: int, x: np.ndarray, weight: float) -> tuple:
-        """What client ``cid`` needs to build its upload (see :func:`_upload_unpacked`)."""
-        if np.any(np.abs(x) > self.clip):
-            raise InvalidInputError(
-                f"update of client {cid} has |x| up to {float(np.max(np.abs(x))):.6g}, above clip={self.clip}"
-            )
-        return (x, weight, FixedPointCodec.from_bits(self.precision_bits).exponent)
+    # -- one round's plan: everything the clients and the server agree on beforehand --
 
-    def _uploads(self, vectors, weights, included):
-        """(serialized upload, client seconds, clipped count) per included client, in order.
+    def _plan(self, clients: list[int], weights: dict[int, float]) -> dict:
+        """The round's public parameters (here the codec exponent), fixed before any upload."""
+        return {"exponent": FixedPointCodec.from_bits(self.precision_bits).exponent}
+
+    def _job(self, plan: dict, cid: int, x: np.ndarray, weight: float) -> tuple:
+        """What client ``cid`` needs to build its upload with :attr:`_upload`."""
+        return (x, weight, plan["exponent"])
+
+    def _vouched(self, plan: dict, weight: float) -> dict:
+        """What the server states a client's upload holds (never read from the upload):
+        |int_rep| <= round(w clip 16^-e) (+1 for float rounding)."""
+        scale = FixedPointCodec(plan["exponent"]).scale
+        return {"bound": math.floor(weight * self.clip * scale) + 1}
+
+    @staticmethod
+    def _upload(key, obfuscator, job) -> tuple[bytes, float]:
+        return _upload_unpacked(key, obfuscator, job)
+
+    def _info(self, plan: dict) -> dict:
+        return {}
+
+    def _uploads(self, plan, vectors, weights, included):
+        """(serialized upload, client seconds) per included client, in order.
 
         With ``workers`` > 1 whole client uploads run in worker processes (clients work in
         parallel, as in a deployment); each client's seconds are measured where it ran.
         """
-        jobs = (self._job(cid, vectors[cid], weights[cid]) for cid in included)
-        fn = _upload_packed if isinstance(self, PackedPaillierBackend) else _upload_unpacked
+        jobs = (self._job(plan, cid, vectors[cid], weights[cid]) for cid in included)
         if self.workers > 1:
-            return map_with_key(self._obfuscator, fn, jobs, self.workers)
-        return (fn(self.key, self._obfuscator, job) for job in jobs)
-
-    def _round_info(self, included, weights) -> dict:
-        return {}
+            return map_with_key(self._obfuscator, self._upload, jobs, self.workers)
+        return (self._upload(self.key, self._obfuscator, job) for job in jobs)
 
     def _run_round(self, vectors, weights, dropped):
         cost = RoundCost(setup_seconds=self._setup())
         sk, pk = self.key, self.key.public_key
         included = [c for c in vectors if c not in set(dropped)]
-        info = self._round_info(list(vectors), weights)
+        plan = self._plan(list(vectors), weights)
+        info = self._info(plan)
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
-                    obfuscation_assumption=self._obfuscator.assumption, clipped=0)
+                    obfuscation_assumption=self._obfuscator.assumption)
         acc = None
-        for cid, (blob, seconds, clipped) in zip(included, self._uploads(vectors, weights, included)):
+        for cid, (blob, seconds) in zip(included, self._uploads(plan, vectors, weights, included)):
             cost.client_seconds[cid] = seconds
             cost.bytes_up[cid] = len(blob)
-            info["clipped"] += clipped
             t1 = time.perf_counter()
-            acc = _accumulate(acc, vector_from_bytes(blob, pk, check_group=False))
+            upload = vector_from_bytes(blob, pk, check_group=False, **self._vouched(plan, weights[cid]))
+            acc = _accumulate(acc, upload)
             cost.server_seconds += time.perf_counter() - t1
         t0 = time.perf_counter()
         check_group_membership(pk, acc.ciphertexts)  # covers every upload (see its docstring)
@@ -198,24 +232,45 @@ class PackedPaillierBackend(PaillierBackend):
 
     name = "paillier_packed"
 
-    def __init__(self, *, precision_bits: int = 16, max_summands: int | None = None, **options) -> None:
-        super().__init__(precision_bits=precision_bits, **options)
-        if max_summands is not None and (not isinstance(max_summands, int) or max_summands < 1):
+    def __init__(
+        self,
+        *,
+        key: PrivateKey | None = None,
+        key_bits: int = DEFAULT_KEY_BITS,
+        allow_insecure_small_key: bool = False,
+        clip: float = 1.0,
+        out_of_range: str = "raise",
+        precision_bits: int = 16,
+        max_summands: int | None = None,
+        obfuscation: str = "crt",
+        workers: int = 1,
+        min_inputs: int = 2,
+        record_view: bool = False,
+    ) -> None:
+        super().__init__(key=key, key_bits=key_bits, allow_insecure_small_key=allow_insecure_small_key,
+                         clip=clip, out_of_range=out_of_range, precision_bits=precision_bits,
+                         obfuscation=obfuscation, workers=workers, min_inputs=min_inputs,
+                         record_view=record_view)
+        if max_summands is not None and (
+            isinstance(max_summands, bool) or not isinstance(max_summands, int) or max_summands < 1
+        ):
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {max_summands!r}")
         self.max_summands = max_summands
-        self.layout = None
 
-    def _round_info(self, clients, weights) -> dict:
+    def _plan(self, clients, weights) -> dict:
         needed = sum(_summands(weights[c]) for c in clients)
         k = self.max_summands if self.max_summands is not None else needed
-        self.layout = choose_layout(
+        layout = choose_layout(
             clip=self.clip, precision_bits=self.precision_bits, max_summands=k,
             key_bits=self.key.public_key.bits,
         )
-        return {"layout": self.layout.describe(), "summands_declared": needed}
+        return {"layout": layout, "summands_declared": needed}
 
-    def _job(self, cid, x, weight):
-        lay = self.layout
+    def _info(self, plan) -> dict:
+        return {"layout": plan["layout"].describe(), "summands_declared": plan["summands_declared"]}
+
+    def _job(self, plan, cid, x, weight):
+        lay = plan["layout"]
         if _summands(weight) > lay.max_summands:
             raise HeadroomExceededError(
                 f"client {cid} has weight {weight}, i.e. {_summands(weight)} summands, above "
@@ -223,30 +278,38 @@ class PackedPaillierBackend(PaillierBackend):
             )
         return (x, weight, (lay.clip, lay.precision_bits, lay.max_summands, lay.key_bits))
 
+    def _vouched(self, plan, weight) -> dict:
+        return {"summands": _summands(weight)}
+
+    @staticmethod
+    def _upload(key, obfuscator, job) -> tuple[bytes, float]:
+        return _upload_packed(key, obfuscator, job)
+
 
 def _summands(weight: float) -> int:
     return max(1, math.ceil(weight))
 
 
-def _upload_unpacked(key, obfuscator, job) -> tuple[bytes, float, int]:
-    """One client: encrypt w x (fixed point) and serialize; returns (blob, seconds, 0)."""
+def _upload_unpacked(key, obfuscator, job) -> tuple[bytes, float]:
+    """One client: encrypt w x (fixed point) and serialize; returns (blob, seconds)."""
     t0 = time.perf_counter()
     x, weight, exponent = job
     enc = EncryptedVector.encrypt(key, weight * x, codec=FixedPointCodec(exponent), obfuscator=obfuscator)
     blob = enc.to_bytes(include_key=False)
-    return blob, time.perf_counter() - t0, 0
+    return blob, time.perf_counter() - t0
 
 
-def _upload_packed(key, obfuscator, job) -> tuple[bytes, float, int]:
-    """One client: clip, weight, quantize, pack, encrypt and serialize; (blob, seconds, clipped)."""
+def _upload_packed(key, obfuscator, job) -> tuple[bytes, float]:
+    """One client: weight, quantize, pack, encrypt and serialize; (blob, seconds).
+
+    x is already within [-clip, clip] (the contract's range policy ran before).
+    """
     t0 = time.perf_counter()
     x, weight, layout_params = job
     layout = PackingLayout(*layout_params)
-    clipped = int(np.count_nonzero(np.abs(x) > layout.clip))
-    y = weight * np.clip(x, -layout.clip, layout.clip)
-    enc = PackedEncryptedVector.encrypt(key, y, layout, summands=_summands(weight), obfuscator=obfuscator)
+    enc = PackedEncryptedVector.encrypt(key, weight * x, layout, summands=_summands(weight), obfuscator=obfuscator)
     blob = enc.to_bytes(include_key=False)
-    return blob, time.perf_counter() - t0, clipped
+    return blob, time.perf_counter() - t0
 
 
 register_backend("paillier", PaillierBackend)
