@@ -42,6 +42,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from ..errors import InsecureParameterError, KeyMismatchError, MalformedMessageError, SecaggError
+from ..wire import Reader
 from .keys import PrivateKey, PublicKey
 from .packing import PackingLayout
 from .vector import EncryptedVector, PackedEncryptedVector
@@ -53,32 +54,6 @@ _KIND_NAMES = {KIND_PUBLIC: "PublicKey", KIND_PRIVATE: "PrivateKey",
                KIND_VECTOR: "EncryptedVector", KIND_PACKED: "PackedEncryptedVector"}
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MalformedMessageError(f"expected bytes, got {type(data).__name__}")
-        self.data = bytes(data)
-        self.pos = 0
-
-    def take(self, k: int) -> bytes:
-        if self.pos + k > len(self.data):
-            raise MalformedMessageError("message truncated")
-        out = self.data[self.pos:self.pos + k]
-        self.pos += k
-        return out
-
-    def unpack(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def big(self) -> mpz:
-        (k,) = self.unpack(">H")
-        return mpz(int.from_bytes(self.take(k), "big"))
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise MalformedMessageError(f"{len(self.data) - self.pos} trailing bytes after the message")
-
-
 def _big(x: int) -> bytes:
     raw = int(x).to_bytes((int(x).bit_length() + 7) // 8, "big")
     if len(raw) > 0xFFFF:
@@ -86,10 +61,10 @@ def _big(x: int) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def _header(data: _Reader, expected: tuple[int, ...]) -> int:
-    if data.take(4) != MAGIC:
+def _header(data: Reader, expected: tuple[int, ...]) -> int:
+    if data.take(4, "magic") != MAGIC:
         raise MalformedMessageError("not a secagg.paillier message (bad magic)")
-    (kind,) = data.unpack(">B")
+    kind = data.u8("kind")
     if kind not in expected:
         raise MalformedMessageError(
             f"expected {[_KIND_NAMES[k] for k in expected]}, got kind {_KIND_NAMES.get(kind, kind)}"
@@ -123,9 +98,9 @@ def public_key_to_bytes(pk: PublicKey) -> bytes:
 
 @_guard
 def public_key_from_bytes(data: bytes, *, allow_insecure_small_key: bool = False) -> PublicKey:
-    r = _Reader(data)
+    r = Reader(data, "PublicKey")
     _header(r, (KIND_PUBLIC,))
-    pk = PublicKey(r.big(), allow_insecure_small_key=allow_insecure_small_key)
+    pk = PublicKey(mpz(r.big("n")), allow_insecure_small_key=allow_insecure_small_key)
     r.done()
     return pk
 
@@ -141,14 +116,14 @@ def private_key_to_bytes(sk: PrivateKey) -> bytes:
 
 @_guard
 def private_key_from_bytes(data: bytes, *, allow_insecure_small_key: bool = False) -> PrivateKey:
-    r = _Reader(data)
+    r = Reader(data, "PrivateKey")
     _header(r, (KIND_PRIVATE,))
-    pk = PublicKey(r.big(), allow_insecure_small_key=allow_insecure_small_key)
-    p, q = r.big(), r.big()
+    pk = PublicKey(mpz(r.big("n")), allow_insecure_small_key=allow_insecure_small_key)
+    p, q = mpz(r.big("p")), mpz(r.big("q"))
     factor_lists = []
     for _ in range(2):
-        (count,) = r.unpack(">H")
-        factor_lists.append(tuple(int(r.big()) for _ in range(count)) or None)
+        count = r.u16("factor count")
+        factor_lists.append(tuple(r.big("factor") for _ in range(count)) or None)
     r.done()
     return PrivateKey(pk, p, q, factor_lists[0], factor_lists[1])
 
@@ -224,12 +199,12 @@ def _key_ref(pk: PublicKey, include_key: bool) -> bytes:
     return b"\x00" + pk.fingerprint
 
 
-def _read_key_ref(r: _Reader, expected: PublicKey | None, allow_insecure_small_key: bool) -> PublicKey:
-    (flag,) = r.unpack(">B")
+def _read_key_ref(r: Reader, expected: PublicKey | None, allow_insecure_small_key: bool) -> PublicKey:
+    flag = r.u8("key flag")
     if flag == 1:
-        return _message_key(r.big(), expected, allow_insecure_small_key)
+        return _message_key(mpz(r.big("n")), expected, allow_insecure_small_key)
     if flag == 0:
-        fp = r.take(32)
+        fp = r.take(32, "key fingerprint")
         if expected is None:
             raise MalformedMessageError("message names its key by fingerprint: pass public_key=")
         if fp != expected.fingerprint:
@@ -276,16 +251,16 @@ def vector_from_bytes(
     ``check_group=False`` skips the Z*_{n^2} membership test (range is still checked);
     the caller must then run :func:`check_group_membership` on the result or its sum.
     """
-    r = _Reader(data)
+    r = Reader(data, "ciphertext vector")
     kind = _header(r, (KIND_VECTOR, KIND_PACKED))
     pk = _read_key_ref(r, public_key, allow_insecure_small_key)
     if kind == KIND_VECTOR:
-        exponent, length = r.unpack(">hI")
-        cts = ciphertexts_from_bytes(pk, r.data[r.pos:], length, check_group=check_group)
+        exponent, length = r.unpack(">hI", "exponent, length")
+        cts = ciphertexts_from_bytes(pk, r.rest(), length, check_group=check_group)
         return _vector(pk, cts, exponent, bound, summands)
-    clip, bits, max_summands, length = r.unpack(">dBII")
+    clip, bits, max_summands, length = r.unpack(">dBII", "layout, length")
     layout = PackingLayout(clip, bits, max_summands, pk.bits)
-    cts = ciphertexts_from_bytes(pk, r.data[r.pos:], layout.ciphertexts_for(length), check_group=check_group)
+    cts = ciphertexts_from_bytes(pk, r.rest(), layout.ciphertexts_for(length), check_group=check_group)
     return _packed(pk, cts, layout, length, bound, summands)
 
 
