@@ -19,7 +19,7 @@ from secagg.paillier import generate_keypair
 
 COMMON = {"min_inputs", "record_view", "clip", "out_of_range"}
 NAMES = available_backends()
-N, LENGTH, BLOCK = 5, 12, 3
+N, LENGTH, BLOCK = 5, 300, 3  # packed test keys hold 25 slots a ciphertext: 12 ciphertexts
 
 
 @pytest.fixture(scope="module")

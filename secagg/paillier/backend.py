@@ -32,9 +32,12 @@ count encrypted, checked at decryption (:mod:`.packing`).
   round exceeds raises :class:`HeadroomExceededError`). Error per coordinate of the
   aggregate: below (number of included clients) x ``layout.step``, unbiased.
 
-Neither aggregates sparse (PartText) rounds sparsely: they are refused unless the
-caller passes ``dense_fallback=True`` (contract in :mod:`secagg.backend`). Process
-pools (``workers`` > 1) are released by :meth:`PaillierBackend.close`.
+Both aggregate sparse (PartText) rounds sparsely: a client encrypts and uploads only
+the cells its support blocks touch (entries; for the packed backend the ciphertexts
+whose slots meet the support) with their 4-byte indices, and the server multiplies
+ciphertexts cell by cell, counting per cell what it added. The download holds the
+touched cells only. Process pools (``workers`` > 1) are released by
+:meth:`PaillierBackend.close`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
 from .packing import PackingLayout, choose_layout
 from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
-from .vector import EncryptedVector, PackedEncryptedVector
+from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers
 
 OBFUSCATIONS = ("crt", "djn")
 
@@ -88,6 +91,7 @@ class PaillierBackend(AggregationBackend):
 
     name = "paillier"
     server_learns_aggregate = False
+    sparse_capable = True
 
     def __init__(
         self,
@@ -177,33 +181,80 @@ class PaillierBackend(AggregationBackend):
             return map_with_key(self._obfuscator, self._upload, jobs, self.workers)
         return (self._upload(self.key, self._obfuscator, job) for job in jobs)
 
+    # -- cells: the unit a client uploads and the server sums (an entry; packed: a ciphertext) --
+
+    def _cells(self, plan: dict, length: int, blocks: np.ndarray | None, block_size: int) -> np.ndarray:
+        """The entries a client uploads: all of them, or those of its support blocks."""
+        if blocks is None:
+            return np.arange(length)
+        return (blocks[:, None] * block_size + np.arange(block_size)).ravel()
+
+    def _compact(self, plan: dict, x: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """The values a client encrypts for ``cells``."""
+        return x[cells]
+
+    def _download(self, plan: dict, pk, ciphertexts: list, bound: int):
+        return EncryptedVector(pk, ciphertexts, plan["exponent"], bound)
+
+    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> np.ndarray:
+        """The full-length aggregate from the decrypted cells (untouched entries are 0)."""
+        out = np.zeros(length)
+        out[cells] = down.decrypt(sk, workers=self.workers)
+        return out
+
     def _run_round(self, vectors, weights, dropped):
+        return self._round(vectors, weights, dropped, None, 1)
+
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+        """PartText: each client encrypts and uploads only the cells of its support blocks
+        (with their indices, 4 bytes each); the server multiplies ciphertexts cell by cell."""
+        return self._round(vectors, weights, dropped, support, block_size)
+
+    def _round(self, vectors, weights, dropped, support, block_size):
         cost = RoundCost(setup_seconds=self._setup())
         sk, pk = self.key, self.key.public_key
+        n2 = pk.nsquare
         included = [c for c in vectors if c not in set(dropped)]
+        length = next(iter(vectors.values())).shape[0]
         plan = self._plan(list(vectors), weights)
         info = self._info(plan)
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
                     obfuscation_assumption=self._obfuscator.assumption)
-        acc = None
-        for cid, (blob, seconds) in zip(included, self._uploads(plan, vectors, weights, included)):
+        cells = {cid: self._cells(plan, length, None if support is None else support[cid], block_size)
+                 for cid in included}
+        compact = {cid: self._compact(plan, vectors[cid], cells[cid]) for cid in included}
+        index_bytes = 0 if support is None else 4
+        acc: dict[int, object] = {}
+        counts: dict[int, int] = {}
+        bound = 0
+        for cid, (blob, seconds) in zip(included, self._uploads(plan, compact, weights, included)):
             cost.client_seconds[cid] = seconds
-            cost.bytes_up[cid] = len(blob)
+            cost.bytes_up[cid] = len(blob) + index_bytes * len(cells[cid])
             t1 = time.perf_counter()
-            upload = vector_from_bytes(blob, pk, check_group=False, **self._vouched(plan, weights[cid]))
-            acc = _accumulate(acc, upload)
+            vouched = self._vouched(plan, weights[cid])
+            upload = vector_from_bytes(blob, pk, check_group=False, **vouched)
+            if len(upload.ciphertexts) != len(cells[cid]):
+                raise InvalidInputError(f"upload of client {cid} has the wrong number of ciphertexts")
+            add = vouched.get("summands", 1)
+            bound += vouched.get("bound", 0)
+            for cell, c in zip(cells[cid].tolist(), upload.ciphertexts):
+                acc[cell] = acc[cell] * c % n2 if cell in acc else c
+                counts[cell] = counts.get(cell, 0) + add
+            self._check_headroom(plan, max(counts.values(), default=0))
             cost.server_seconds += time.perf_counter() - t1
         t0 = time.perf_counter()
-        check_group_membership(pk, acc.ciphertexts)  # covers every upload (see its docstring)
-        down = acc.to_bytes(include_key=False)
+        touched = np.array(sorted(acc), dtype=np.int64)
+        cts = [acc[c] for c in touched.tolist()]
+        check_group_membership(pk, cts)  # covers every upload (see its docstring)
+        down = self._download(plan, pk, cts, bound).to_bytes(include_key=False)
         t1 = time.perf_counter()
         cost.server_seconds += t1 - t0
-        aggregate = vector_from_bytes(down, pk).decrypt(sk, workers=self.workers)
+        aggregate = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
         decrypt_seconds = time.perf_counter() - t1
         for cid in included:
             cost.client_seconds[cid] += decrypt_seconds
-            cost.bytes_down[cid] = len(down)
-        info.update(ciphertexts_per_client=len(acc.ciphertexts), decrypt_seconds=decrypt_seconds)
+            cost.bytes_down[cid] = len(down) + index_bytes * len(touched)
+        info.update(ciphertexts_per_client=len(cts), decrypt_seconds=decrypt_seconds)
         return RoundResult(
             aggregate=aggregate,
             total_weight=float(sum(weights[c] for c in included)),
@@ -213,14 +264,8 @@ class PaillierBackend(AggregationBackend):
             info=info,
         )
 
-
-def _accumulate(acc, v):
-    """acc * v element-wise mod n^2 (homomorphic add), with the vectors' own checks."""
-    if acc is None:
-        return v
-    if isinstance(v, EncryptedVector):
-        return acc + v
-    return PackedEncryptedVector.sum([acc, v])
+    def _check_headroom(self, plan: dict, most: int) -> None:
+        """Unpacked: the vouched bounds are checked when the download is built."""
 
 
 class PackedPaillierBackend(PaillierBackend):
@@ -280,6 +325,44 @@ class PackedPaillierBackend(PaillierBackend):
 
     def _vouched(self, plan, weight) -> dict:
         return {"summands": _summands(weight)}
+
+    def _cells(self, plan, length, blocks, block_size) -> np.ndarray:
+        """Ciphertext indices: all, or those whose ``layout.slots`` entries meet the support."""
+        slots = plan["layout"].slots
+        if blocks is None:
+            return np.arange(plan["layout"].ciphertexts_for(length))
+        return np.unique(super()._cells(plan, length, blocks, block_size) // slots)
+
+    def _compact(self, plan, x, cells) -> np.ndarray:
+        slots = plan["layout"].slots
+        padded = np.zeros(plan["layout"].ciphertexts_for(x.size) * slots)
+        padded[:x.size] = x
+        return padded.reshape(-1, slots)[cells].ravel()
+
+    def _check_headroom(self, plan, most) -> None:
+        k = plan["layout"].max_summands
+        if most > k:
+            raise HeadroomExceededError(
+                f"a ciphertext would absorb {most} summands, above the declared headroom "
+                f"max_summands={k}: a slot could overflow into its neighbour"
+            )
+
+    def _download(self, plan, pk, ciphertexts, bound):
+        lay = plan["layout"]
+        return PackedEncryptedVector(pk, ciphertexts, lay, len(ciphertexts) * lay.slots, lay.max_summands)
+
+    def _decode(self, plan, sk, down, cells, length) -> np.ndarray:
+        """Each ciphertext decoded with its own encrypted summand count (cells differ in
+        how many clients touched them in a sparse round)."""
+        lay = plan["layout"]
+        plain = decrypt_integers(sk, down.ciphertexts, workers=self.workers)
+        slot_values, counts = lay.unpack_counted(plain)
+        rows = slot_values.reshape(len(cells), lay.slots)
+        out = np.zeros(lay.ciphertexts_for(length) * lay.slots)
+        for row, cell, count in zip(rows, cells.tolist(), counts):
+            sums = lay.slot_sums(row, lay.slots, lay.check_counts(np.array([count])))
+            out[cell * lay.slots:(cell + 1) * lay.slots] = lay.dequantize(sums)
+        return out[:length]
 
     @staticmethod
     def _upload(key, obfuscator, job) -> tuple[bytes, float]:
