@@ -277,7 +277,7 @@ class EncryptedVector(_Serializable):
         if max_abs is not None:
             if not (isinstance(max_abs, int | float) and math.isfinite(max_abs) and max_abs >= 0):
                 raise InvalidInputError(f"max_abs must be a finite number >= 0, got {max_abs!r}")
-            bound = math.floor(max_abs * BASE ** -exponent)
+            bound = math.floor(max_abs * BASE ** -exponent) + 1  # + 1: phe rounds to the grid
             if bound > pk.max_int:
                 raise HeadroomExceededError(
                     f"values up to {max_abs} at exponent {exponent} exceed max_int = n // 3 - 1"
