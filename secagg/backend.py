@@ -196,8 +196,9 @@ class AggregationBackend(abc.ABC):
     record_view:
         Keep the per-client :class:`ServerView` (memory grows with clients x length).
     clip, out_of_range:
-        The value range [-clip, clip] (None: unbounded) and the policy for values
-        outside it (``"raise"`` or ``"clip"``), applied here before the protocol runs.
+        The value range [-clip, clip] (None, the base default: unbounded) and the policy
+        for values outside it (``"raise"`` or ``"clip"``), applied here before the
+        protocol runs. Backends with a fixed-range encoding pass their own default.
     """
 
     name: str = "abstract"
@@ -213,7 +214,7 @@ class AggregationBackend(abc.ABC):
         *,
         min_inputs: int = 2,
         record_view: bool = False,
-        clip: float | None = 1.0,
+        clip: float | None = None,
         out_of_range: str = "raise",
     ) -> None:
         if isinstance(min_inputs, bool) or not isinstance(min_inputs, int | np.integer) or min_inputs < 1:
