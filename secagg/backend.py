@@ -42,8 +42,10 @@ checks it for each one.
     :func:`check_workers` (backends that have no client work do not take it).
 
 * **Sparse (PartText) rounds.** ``aggregate(..., support=...)`` is aggregated sparsely
-  by backends with ``sparse_capable = True`` (only the support blocks are uploaded).
-  The others refuse it with :class:`InvalidInputError` unless the caller passes
+  by backends with ``sparse_capable = True`` (only the support blocks are uploaded:
+  ``plain``, ``paillier``, ``paillier_packed``, and the adaptive backend when its
+  paths are). The others (``secagg``, ``secagg+``: masks cover the whole vector)
+  refuse it with :class:`InvalidInputError` unless the caller passes
   ``dense_fallback=True``, the named opt-in to run the round densely (no upload
   saving; the server still learns the declared support).
 * **Typed info.** ``result.info`` always holds the :class:`RoundInfo` contract keys

@@ -100,16 +100,18 @@ class _Serializable:
         return vector_to_json(self)
 
     @staticmethod
-    def from_bytes(data: bytes, public_key: PublicKey | None = None):
+    def from_bytes(data: bytes, public_key: PublicKey | None = None, **options):
+        """:func:`.serialization.vector_from_bytes` (``bound=``, ``summands=``, ... as there)."""
         from .serialization import vector_from_bytes
 
-        return vector_from_bytes(data, public_key)
+        return vector_from_bytes(data, public_key, **options)
 
     @staticmethod
-    def from_json(text: str, public_key: PublicKey | None = None):
+    def from_json(text: str, public_key: PublicKey | None = None, **options):
+        """:func:`.serialization.vector_from_json` (``bound=``, ``summands=``, ... as there)."""
         from .serialization import vector_from_json
 
-        return vector_from_json(text, public_key)
+        return vector_from_json(text, public_key, **options)
 
 
 class EncryptedVector(_Serializable):
