@@ -178,8 +178,8 @@ def guard_demonstration(split: Split, *, config: ModelConfig, mode: str = "full"
     sybil = max(participants) + 1
     n = len(honest) + 2
     too_low = make_backend("secagg", min_inputs=1, k=n - 1, t=1, record_view=True,
-                           allow_insecure_threshold=True)
-    enforced = make_backend("secagg", record_view=True)
+                           allow_insecure_threshold=True, out_of_range="clip")
+    enforced = make_backend("secagg", record_view=True, out_of_range="clip")
     results, refused = [], []
     for victim in victim_ids:
         observations = []
@@ -227,11 +227,12 @@ def guard_demonstration(split: Split, *, config: ModelConfig, mode: str = "full"
 
 def quantisation_step(backend) -> float:
     """Width of one quantisation level of a SecAgg backend's encoding (public)."""
-    return 2.0 * backend.clip / (2**backend.bits - 1)
+    return 2.0 * backend.clip / (2**backend.precision_bits - 1)
 
 
 def _sparse_args(mode, cohort, support_of, block_size):
     if mode != "part":
         return {}
     empty = np.zeros(0, np.int64)
-    return {"support": {c: support_of.get(c, empty) for c in cohort}, "block_size": block_size}
+    return {"support": {c: support_of.get(c, empty) for c in cohort}, "block_size": block_size,
+            "dense_fallback": True}  # SecAgg masks every entry: PartText runs densely

@@ -92,7 +92,8 @@ def record_run(
     instance, which must have been built with ``record_view=True``.
     """
     if isinstance(backend, str):
-        backend = make_backend(backend, record_view=True, **(backend_options or {}))
+        # FedMF gradients may leave [-clip, clip]: clipped (counted in info) unless options say otherwise
+        backend = make_backend(backend, record_view=True, **({"out_of_range": "clip"} | (backend_options or {})))
     elif not backend.record_view:
         raise InvalidInputError("the backend must be built with record_view=True to record the server view")
     records: list[RoundRecord] = []

@@ -331,7 +331,7 @@ def main(argv=None) -> dict:
         extra += [("ridge", 0.1, scale, 0.35, True) for scale in ((0.03, 0.06), SELECTIVE[1], (0.015, 0.025))]
     prior = PublicPrior.from_ratings(split.train.ratings)
     common = dict(mask_model=mask_model, rounds=rounds)
-    mask_only = _run(split, make_backend("plain"), dataset, **common)
+    mask_only = _run(split, make_backend("plain", record_view=True), dataset, **common)
     audit = _run(split, make_backend("plain"), dataset, policy="audit", compare_plain=False, **common)
     audit_exact = _run(split, make_backend("plain"), dataset, policy="audit", audit_metrics=("exact",),
                        compare_plain=False, **common)
@@ -374,7 +374,7 @@ def main(argv=None) -> dict:
         "trade_off": curve,
     }
     if not args.skip_cost:
-        encrypted = make_backend("paillier_packed", **key)
+        encrypted = make_backend("paillier_packed", out_of_range="clip", **key)
         median_fitted = int(np.median(np.bincount(split.train.users, minlength=split.train.n_users)))
         result["cost"] = cost(split, dataset, encrypted, mask_model, cost_users, cost_rounds, repeats,
                               median_fitted)

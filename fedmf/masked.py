@@ -853,7 +853,9 @@ def _timed_rounds(trainer, rounds: int, log) -> float:
 def _masked_trainer(split, masked, backend, config, run, prior, policy):
     users = run.users(split)
     if policy == "none":
-        backend.record_view = True
+        if not backend.record_view:
+            raise ConfigError("the mask-only run attacks the server's view: build the backend "
+                              "with record_view=True")
         trainer = FedMFTrainer(masked.split, backend, config=config, mode=run.mode, seed=run.seed,
                                prediction_offset=masked.test_offset, users=users)
         return trainer, None, None
@@ -892,7 +894,7 @@ def _encrypted_fraction(backend, infos) -> float:
     fractions = [i["encrypted_fraction"] for i in infos if "encrypted_fraction" in i]
     if fractions:
         return float(np.mean(fractions))
-    return 0.0 if backend.name == "plain" else 1.0
+    return 1.0 if backend.hides_updates else 0.0
 
 
 def _adaptive_summary(run, infos, auditor) -> dict[str, object]:
@@ -999,7 +1001,7 @@ def run_masked(args, split: Split, backend, config) -> int:
         compare_plain=not args.no_plain_reference, compare_encrypt_all_rounds=args.compare_encrypt_all,
         participants=args.participants,
     )
-    if args.policy != "none" and backend.name == "plain":
+    if args.policy != "none" and not backend.hides_updates:
         print("note: the encrypting path is the plain backend (a stand-in): decisions, accuracy and "
               "leakage are real, encryption costs are not measured")
     print(f"{split.name}: personalized masks ({run.mask_model}), backend {backend.name}, "

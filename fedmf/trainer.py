@@ -191,7 +191,8 @@ class FedMFTrainer:
             vectors[u] = upload.ravel()
             support[u] = items
             local_seconds[u] = time.perf_counter() - t0
-        sparse = {"support": support, "block_size": width} if self.mode == "part" else {}
+        # PartText: backends that cannot aggregate sparsely run it densely (info["sparse"])
+        sparse = dict(support=support, block_size=width, dense_fallback=True) if self.mode == "part" else {}
         result = self.backend.aggregate(vectors, **sparse)
         t_server = time.perf_counter()
         aggregate = result.aggregate.reshape(self.n_items, width) * self.upload_scale

@@ -174,20 +174,35 @@ class AdaptiveBackend(AggregationBackend):
     policy:
         An :class:`UploadPolicy`.
     plain:
-        The plaintext path (default: a plain backend with ``min_inputs=1``).
+        The plaintext path (default: a plain backend with ``min_inputs=1`` and this
+        backend's ``record_view``). A given plain backend must record its view when
+        ``record_view`` is True (it is not reconfigured here).
+
+    The value range is each path's own (``clip=None`` here); ``info["clipped"]`` sums
+    both paths'. Sparse rounds go to both paths with the caller's ``dense_fallback``.
     """
 
     name = "adaptive"
+    sparse_capable = True
+    #: plaintext-path uploads reach the server in clear
+    hides_updates = False
 
     def __init__(self, encrypted: str | AggregationBackend, policy: UploadPolicy, *,
                  plain: str | AggregationBackend | None = None, min_inputs: int = 2,
                  record_view: bool = False) -> None:
-        super().__init__(min_inputs=min_inputs, record_view=record_view)
+        super().__init__(min_inputs=min_inputs, record_view=record_view, clip=None)
         self.encrypted = make_backend(encrypted)
-        self.plain = make_backend(plain) if plain is not None else make_backend("plain", min_inputs=1)
+        if plain is None:
+            self.plain = make_backend("plain", min_inputs=1, record_view=record_view)
+        else:
+            self.plain = make_backend(plain)
         if self.encrypted is self.plain:
             raise InvalidInputError("the plain and the encrypting path must be different backends")
-        self.plain.record_view = self.plain.record_view or record_view
+        if record_view and not self.plain.record_view:
+            raise InvalidInputError(
+                "record_view=True needs a plain path built with record_view=True "
+                "(backends are configured by their constructors)"
+            )
         self.policy = policy
         self.server_learns_aggregate = self.encrypted.server_learns_aggregate
         self.round = 0
@@ -213,13 +228,17 @@ class AdaptiveBackend(AggregationBackend):
             plain = []
         return sorted(plain), sorted(enc), decisions, seconds
 
+    def close(self) -> None:
+        self.encrypted.close()
+        self.plain.close()
+
     def _run_round(self, vectors, weights, dropped):
-        return self._split_round(vectors, weights, dropped, None, 1)
+        return self._split_round(vectors, weights, dropped, None, 1, False)
 
-    def _run_sparse_round(self, vectors, weights, dropped, support, block_size):
-        return self._split_round(vectors, weights, dropped, support, block_size)
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+        return self._split_round(vectors, weights, dropped, support, block_size, dense_fallback)
 
-    def _split_round(self, vectors, weights, dropped, support, block_size):
+    def _split_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
         dropped_set = set(dropped)
         plain_ids, enc_ids, decisions, policy_seconds = self._route(vectors, dropped_set)
         parts = {}
@@ -231,7 +250,8 @@ class AdaptiveBackend(AggregationBackend):
                 "dropped": [c for c in ids if c in dropped_set],
             }
             if support is not None:
-                sub.update(support={c: support[c] for c in ids}, block_size=block_size)
+                sub.update(support={c: support[c] for c in ids}, block_size=block_size,
+                           dense_fallback=dense_fallback)
             parts[path] = backend.aggregate({c: vectors[c] for c in ids}, **sub)
         result = self._combine(parts, vectors, decisions, plain_ids, enc_ids)
         for cid in result.included:
@@ -265,6 +285,7 @@ class AdaptiveBackend(AggregationBackend):
                 view.aggregate += res.view.aggregate
             info[f"{path}_info"] = res.info
             info[f"{path}_cost"] = _cost_summary(res.cost)
+            info["clipped"] = info.get("clipped", 0) + int(res.info["clipped"])
         for path in ("plain", "encrypted"):
             info.setdefault(f"{path}_cost", _cost_summary(RoundCost()))
         promoted = [c for c in enc_ids if not decisions[c].encrypt]

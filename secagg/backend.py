@@ -7,13 +7,54 @@ weights), runs its protocol, and returns a :class:`RoundResult`:
   (``result.mean`` divides by the total weight, for FedAvg);
 * ``view``: what the server observed (:class:`ServerView`), for attacks and audits;
 * ``cost``: measured per-round cost (:class:`RoundCost`): client and server seconds,
-  bytes up and down per client.
+  bytes up and down per client;
+* ``info``: a :class:`RoundInfo` (typed dict) of facts about the round.
 
 Trainers depend only on :meth:`AggregationBackend.aggregate`; a new backend is a
 subclass registered with :func:`register_backend`, chosen by name with
-:func:`make_backend`. Every backend enforces ``min_inputs``: a round with fewer
-included inputs raises :class:`~secagg.errors.TooFewInputsError`, which is what
-stops a server from isolating one client by declaring the others dropped.
+:func:`make_backend`.
+
+The backend contract
+--------------------
+Every registered backend (``available_backends()``) keeps it; ``tests/test_backend_contract.py``
+checks it for each one.
+
+* **Configured by its constructor, never patched afterwards.** Options are keyword
+  arguments; ``make_backend(name, **options)`` refuses an option the backend does not
+  take (:class:`InvalidInputError` naming it and the accepted ones) and
+  ``make_backend(instance, **options)`` refuses any option (the instance is already
+  configured). No code sets attributes on a backend it was handed.
+* **Option names** (same name, same meaning, everywhere they apply):
+
+  - ``min_inputs`` (int, default 2): fewer included inputs raise
+    :class:`TooFewInputsError` (stops a server isolating one client);
+  - ``record_view`` (bool, default False): keep ``view.per_client``;
+  - ``clip`` (float > 0): every coordinate must lie in [-clip, clip]; default 1.0 for
+    the encoding backends, None (unbounded) for ``plain``;
+  - ``out_of_range`` (``"raise"`` | ``"clip"``, default ``"raise"``): what happens to a
+    coordinate outside [-clip, clip]. ``"raise"``: :class:`InvalidInputError` naming
+    the client and value, before any protocol work. ``"clip"``: it is clipped to the
+    range (an explicit choice; the count is reported). Never a silent wrong answer;
+  - ``precision_bits`` (int): quantization / fixed-point bits of the encoding
+    backends (``paillier``: fractional bits; ``paillier_packed``, ``secagg``,
+    ``secagg+``: bits per quantized value);
+  - ``workers`` (int, default 1): processes for client work, checked by
+    :func:`check_workers` (backends that have no client work do not take it).
+
+* **Sparse (PartText) rounds.** ``aggregate(..., support=...)`` is aggregated sparsely
+  by backends with ``sparse_capable = True`` (only the support blocks are uploaded:
+  ``plain``, ``paillier``, ``paillier_packed``, and the adaptive backend when its
+  paths are). The others (``secagg``, ``secagg+``: masks cover the whole vector)
+  refuse it with :class:`InvalidInputError` unless the caller passes
+  ``dense_fallback=True``, the named opt-in to run the round densely (no upload
+  saving; the server still learns the declared support).
+* **Typed info.** ``result.info`` always holds the :class:`RoundInfo` contract keys
+  ``clipped`` (int: coordinates clipped this round, 0 under ``"raise"``),
+  ``out_of_range`` (the policy) and ``sparse`` (``"none"``: no support given,
+  ``"sparse"``: aggregated sparsely, ``"dense"``: run densely by the opt-in), plus
+  the backend's own documented keys.
+* **Resources.** ``close()`` releases what the backend holds (process pools); a
+  backend is also a context manager that closes on exit.
 
 A plain numpy FedAvg loop with any backend::
 
@@ -33,9 +74,12 @@ A plain numpy FedAvg loop with any backend::
 from __future__ import annotations
 
 import abc
+import inspect
+import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -87,6 +131,40 @@ class ServerView:
     support: dict[int, np.ndarray] = field(default_factory=dict)
 
 
+OUT_OF_RANGE = ("raise", "clip")
+SPARSE_MODES = ("none", "sparse", "dense")
+
+
+class RoundInfo(TypedDict, total=False):
+    """``result.info``: the contract keys every backend sets, then backend-specific keys.
+
+    Contract keys (always present): ``clipped``, ``out_of_range``, ``sparse`` (see the
+    module docstring). Keys some backends add: ``key_bits``, ``obfuscation``,
+    ``obfuscation_assumption``, ``layout``, ``summands_declared``,
+    ``ciphertexts_per_client``, ``decrypt_seconds`` (Paillier); ``k``, ``t``,
+    ``complete_graph``, ``security_bits``, ``correctness_bits``, ``corrupt_rate``,
+    ``dropout_rate``, ``modulus``, ``modulus_bits``, ``precision_bits``, ``clip``,
+    ``weight_scale``, ``drop_stage``, ``active`` (SecAgg); ``plaintext``,
+    ``encrypted``, ``promoted``, ``encrypted_fraction``, ``risk``, ``plain_info``,
+    ``encrypted_info``, ``plain_cost``, ``encrypted_cost``, ``policy_client_seconds``
+    (adaptive).
+    """
+
+    clipped: int
+    out_of_range: str
+    sparse: str
+    key_bits: int
+    obfuscation: str
+    obfuscation_assumption: str
+    layout: dict
+    summands_declared: int
+    ciphertexts_per_client: int
+    decrypt_seconds: float
+    k: int
+    t: int
+    precision_bits: int
+
+
 @dataclass
 class RoundResult:
     """The outcome of :meth:`AggregationBackend.aggregate`."""
@@ -96,8 +174,8 @@ class RoundResult:
     included: list[int]
     view: ServerView
     cost: RoundCost
-    #: backend-specific facts about the round (packing layout, (k, t), clipped values...)
-    info: dict[str, object] = field(default_factory=dict)
+    #: facts about the round: the contract keys and the backend's own (:class:`RoundInfo`)
+    info: RoundInfo = field(default_factory=dict)
 
     @property
     def mean(self) -> np.ndarray:
@@ -111,7 +189,7 @@ Updates = Mapping[int, np.ndarray] | Sequence[np.ndarray]
 class AggregationBackend(abc.ABC):
     """Base class of aggregation backends. Subclasses implement :meth:`_run_round`.
 
-    Parameters
+    Parameters (the contract's common options, see the module docstring)
     ----------
     min_inputs:
         The smallest number of included inputs a round may have; smaller rounds raise
@@ -119,17 +197,51 @@ class AggregationBackend(abc.ABC):
         raise it to the cohort size you want to hide in.
     record_view:
         Keep the per-client :class:`ServerView` (memory grows with clients x length).
+    clip, out_of_range:
+        The value range [-clip, clip] (None, the base default: unbounded) and the policy
+        for values outside it (``"raise"`` or ``"clip"``), applied here before the
+        protocol runs. Backends with a fixed-range encoding pass their own default.
     """
 
     name: str = "abstract"
     #: True when the server learns the aggregate in clear.
     server_learns_aggregate: bool = True
+    #: True when the server cannot read an individual update (encryption or masking).
+    hides_updates: bool = True
+    #: True when ``support=`` rounds are aggregated sparsely (else refused or dense).
+    sparse_capable: bool = False
 
-    def __init__(self, *, min_inputs: int = 2, record_view: bool = False) -> None:
-        if not isinstance(min_inputs, int | np.integer) or min_inputs < 1:
+    def __init__(
+        self,
+        *,
+        min_inputs: int = 2,
+        record_view: bool = False,
+        clip: float | None = None,
+        out_of_range: str = "raise",
+    ) -> None:
+        if isinstance(min_inputs, bool) or not isinstance(min_inputs, int | np.integer) or min_inputs < 1:
             raise InvalidInputError(f"min_inputs must be an integer >= 1, got {min_inputs!r}")
+        if not isinstance(record_view, bool):
+            raise InvalidInputError(f"record_view must be True or False, got {record_view!r}")
+        if clip is not None and not (
+            isinstance(clip, int | float) and not isinstance(clip, bool) and math.isfinite(clip) and clip > 0
+        ):
+            raise InvalidInputError(f"clip must be a finite number > 0 (or None: unbounded), got {clip!r}")
+        if out_of_range not in OUT_OF_RANGE:
+            raise InvalidInputError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         self.min_inputs = int(min_inputs)
         self.record_view = record_view
+        self.clip = None if clip is None else float(clip)
+        self.out_of_range = out_of_range
+
+    def close(self) -> None:
+        """Release held resources (process pools); the backend may not be used afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def aggregate(
         self,
@@ -139,6 +251,7 @@ class AggregationBackend(abc.ABC):
         dropped: Collection[int] = (),
         support: Mapping[int, np.ndarray] | None = None,
         block_size: int = 1,
+        dense_fallback: bool = False,
     ) -> RoundResult:
         """Aggregate one round: return  sum_i w_i x_i  over the clients not in ``dropped``.
 
@@ -146,11 +259,13 @@ class AggregationBackend(abc.ABC):
         all vectors must share one length and be finite. ``weights`` default to 1.
         ``dropped`` lists clients that go offline during the round: protocols that
         tolerate dropouts (SecAgg) run with them and recover; others just exclude them.
+        Values outside [-clip, clip] follow ``out_of_range`` (module docstring).
 
         Sparse rounds (FedMF's PartText): ``support[cid]`` lists the blocks of
         ``block_size`` entries that may be non-zero in client ``cid``'s vector; the
-        server learns these indices (``view.support``) and backends that can, upload
-        only those blocks. Entries outside the support must be zero (checked).
+        server learns these indices (``view.support``). Sparse-capable backends upload
+        only those blocks; the others raise unless ``dense_fallback=True``.
+        Entries outside the support must be zero (checked).
         """
         vectors = _check_updates(updates)
         w = _check_weights(weights, vectors)
@@ -164,12 +279,47 @@ class AggregationBackend(abc.ABC):
                 f"min_inputs={self.min_inputs}; refusing to aggregate (it would expose "
                 "individual updates)"
             )
-        if support is None:
-            return self._run_round(vectors, w, list(dropped))
-        blocks = _check_support(support, vectors, block_size)
-        result = self._run_sparse_round(vectors, w, list(dropped), blocks, block_size)
-        result.view.support = {cid: blocks[cid] for cid in result.included}
+        blocks = None if support is None else _check_support(support, vectors, block_size)
+        if blocks is not None and not self.sparse_capable and not dense_fallback:
+            raise InvalidInputError(
+                f"backend {self.name!r} cannot aggregate sparse (support=) rounds: it would upload "
+                "every entry; pass dense_fallback=True to run the round densely (no upload saving, "
+                "recorded as info['sparse'] = 'dense')"
+            )
+        vectors, clipped = self._apply_range(vectors)
+        if blocks is None:
+            result = self._run_round(vectors, w, list(dropped))
+            mode = "none"
+        elif self.sparse_capable:
+            result = self._run_sparse_round(vectors, w, list(dropped), blocks, block_size, dense_fallback)
+            mode = "sparse"
+        else:
+            result = self._run_round(vectors, w, list(dropped))
+            mode = "dense"
+        if blocks is not None:
+            result.view.support = {cid: blocks[cid] for cid in result.included}
+        result.info.update(clipped=clipped + int(result.info.get("clipped", 0)),
+                           out_of_range=self.out_of_range, sparse=mode)
         return result
+
+    def _apply_range(self, vectors: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], int]:
+        """Enforce [-clip, clip] by ``out_of_range``; return the vectors and the clipped count."""
+        if self.clip is None:
+            return vectors, 0
+        clipped = 0
+        out = {}
+        for cid, x in vectors.items():
+            outside = int(np.count_nonzero(np.abs(x) > self.clip))
+            if outside and self.out_of_range == "raise":
+                worst = float(np.max(np.abs(x)))
+                raise InvalidInputError(
+                    f"update of client {cid} has {outside} value(s) outside [-clip, clip] = "
+                    f"[-{self.clip:g}, {self.clip:g}] (largest |x| = {worst:.6g}); scale the update, "
+                    "raise clip, or construct the backend with out_of_range='clip'"
+                )
+            clipped += outside
+            out[cid] = np.clip(x, -self.clip, self.clip) if outside else x
+        return out, clipped
 
     def _run_sparse_round(
         self,
@@ -178,15 +328,59 @@ class AggregationBackend(abc.ABC):
         dropped: list[int],
         support: dict[int, np.ndarray],
         block_size: int,
+        dense_fallback: bool,
     ) -> RoundResult:
-        """Run a sparse round; backends that cannot exploit sparsity run it densely."""
-        return self._run_round(vectors, weights, dropped)
+        """Run a sparse round (only called when ``sparse_capable``)."""
+        raise NotImplementedError(f"{self.name} declares sparse_capable but has no sparse round")
 
     @abc.abstractmethod
     def _run_round(
         self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int]
     ) -> RoundResult:
-        """Run the protocol on checked inputs (at least ``min_inputs`` survive)."""
+        """Run the protocol on checked inputs (at least ``min_inputs`` survive, values in range)."""
+
+
+def check_workers(workers: int | None) -> int:
+    """The one ``workers`` check: None or 1 run in-process, an integer > 1 uses processes."""
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
+    return int(workers)
+
+
+def integer_weights(weights: Mapping[int, float], weight_bits: int = 20) -> tuple[dict[int, int], float]:
+    """Map float weights to integers w_int = round(w 2^s), exactly when possible.
+
+    Weights that are all integers (e.g. example counts, or 1.0) are used as they are
+    (scale 1, exact). Otherwise they are scaled by 2^s with the largest s that keeps
+    max w * 2^s < 2^weight_bits and rounded; ``scale`` = 2^s is returned so that
+    sum w_int x / scale approximates sum w x with relative weight error <= 2^-s-1 / w.
+    Raises :class:`InvalidInputError` for weights that are not finite and >= 0, when
+    2^s is not a finite float64 (subnormal or tiny weights), or when a positive weight
+    rounds to 0 (it is too small next to the largest to be represented).
+    """
+    vals = np.array(list(weights.values()), dtype=np.float64)
+    if vals.size == 0 or np.any(~np.isfinite(vals)) or np.any(vals < 0):
+        raise InvalidInputError("weights must be finite and >= 0")
+    if np.all(vals == np.round(vals)) and vals.max() < 2.0**62:
+        return {cid: int(w) for cid, w in weights.items()}, 1.0
+    top = float(vals.max())
+    shift = weight_bits - math.frexp(top)[1]  # top < 2^e, so top * 2^shift < 2^weight_bits
+    if shift > 1023:
+        raise InvalidInputError(
+            f"weights up to {top!r} are too small to scale to {weight_bits}-bit integers "
+            f"(scale 2^{shift} is not a finite float64): rescale the weights"
+        )
+    scale = 2.0**shift
+    out = {cid: int(round(math.ldexp(float(w), shift))) for cid, w in weights.items()}
+    lost = [cid for cid, w in weights.items() if w > 0 and out[cid] == 0]
+    if lost:
+        raise InvalidInputError(
+            f"weights of clients {sorted(lost)[:5]} round to 0 at {weight_bits}-bit precision "
+            f"next to the largest weight {top!r}: they cannot be represented"
+        )
+    return out, scale
 
 
 def _check_updates(updates: Updates) -> dict[int, np.ndarray]:
@@ -267,9 +461,20 @@ def _check_weights(
 
 
 class PlainBackend(AggregationBackend):
-    """No protection: clients send float64 vectors, the server sums them in clear."""
+    """No protection: clients send float64 vectors, the server sums them in clear.
+
+    Unbounded by default (``clip=None``); with a ``clip`` it follows ``out_of_range``
+    like every backend. Sparse rounds upload only the support blocks.
+    """
 
     name = "plain"
+    hides_updates = False
+    sparse_capable = True
+
+    def __init__(self, *, min_inputs: int = 2, record_view: bool = False, clip: float | None = None,
+                 out_of_range: str = "raise") -> None:
+        super().__init__(min_inputs=min_inputs, record_view=record_view, clip=clip,
+                         out_of_range=out_of_range)
 
     def _run_round(self, vectors, weights, dropped):
         included = [cid for cid in vectors if cid not in set(dropped)]
@@ -295,8 +500,7 @@ class PlainBackend(AggregationBackend):
             cost=cost,
         )
 
-
-    def _run_sparse_round(self, vectors, weights, dropped, support, block_size):
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
         """PartText in clear: each client sends its support blocks and their indices."""
         result = self._run_round(vectors, weights, dropped)
         for cid in result.included:
@@ -319,17 +523,50 @@ def available_backends() -> list[str]:
 
 
 def make_backend(spec: str | AggregationBackend, **options) -> AggregationBackend:
-    """Return a backend: ``spec`` is an instance (returned as is) or a registered name."""
+    """Return a backend: ``spec`` is an instance (returned as is) or a registered name.
+
+    Options the backend does not take, or any option with an instance (already
+    configured by its constructor), raise :class:`InvalidInputError`.
+    """
     if isinstance(spec, AggregationBackend):
+        if options:
+            raise InvalidInputError(
+                f"make_backend got options {sorted(options)} with an already built {spec.name!r} "
+                "backend: pass them to its constructor instead"
+            )
         return spec
     _load_builtin_backends()
     try:
         factory = _REGISTRY[spec]
-    except KeyError:
+    except (KeyError, TypeError):
         raise InvalidInputError(
             f"unknown backend {spec!r}; choose one of {sorted(_REGISTRY)}"
         ) from None
+    accepted = backend_options(spec)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InvalidInputError(
+            f"backend {spec!r} takes no option(s) {unknown}; its options are {sorted(accepted)}"
+        )
     return factory(**options)
+
+
+def backend_options(name: str) -> set[str]:
+    """The keyword options the registered backend ``name`` accepts."""
+    _load_builtin_backends()
+    factory = _REGISTRY[name]
+    accepted: set[str] = set()
+    chain = factory.__mro__ if isinstance(factory, type) else (factory,)
+    for owner in chain:
+        fn = owner.__init__ if isinstance(owner, type) else owner
+        if isinstance(owner, type) and "__init__" not in vars(owner):
+            continue
+        params = inspect.signature(fn).parameters.values()
+        accepted |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                     and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return accepted
 
 
 def _load_builtin_backends() -> None:

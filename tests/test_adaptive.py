@@ -24,7 +24,7 @@ SMALL_KEY = {"key_bits": 1024, "allow_insecure_small_key": True}
 @pytest.fixture(scope="module")
 def packed():
     """One real packed-Paillier backend (1024-bit test key, opt-in) shared by the module."""
-    return make_backend("paillier_packed", **SMALL_KEY)
+    return make_backend("paillier_packed", out_of_range="clip", **SMALL_KEY)
 
 
 class _Scripted:
@@ -90,7 +90,10 @@ def test_secagg_path_and_sparse_rounds():
             updates[c][3 * b : 3 * b + 3] = rng.uniform(-0.5, 0.5, 3)
     policy = _Scripted({c: c < 3 for c in updates})
     backend = AdaptiveBackend(make_backend("secagg"), policy)
-    result = backend.aggregate(updates, support=support, block_size=3)
+    with pytest.raises(InvalidInputError, match="dense_fallback"):  # SecAgg masks every entry
+        backend.aggregate(updates, support=support, block_size=3)
+    result = backend.aggregate(updates, support=support, block_size=3, dense_fallback=True)
+    assert result.info["encrypted_info"]["sparse"] == "dense" and result.info["plain_info"]["sparse"] == "sparse"
     assert np.allclose(result.aggregate, sum(updates.values()), atol=1e-3)
     assert result.view.aggregate is not None, "SecAgg reveals the encrypted cohort's sum"
     assert set(result.view.support) == set(updates)
@@ -211,7 +214,7 @@ def test_an_exact_only_audit_lets_out_users_the_rmse_metric_catches(small_split)
 
 def test_mask_only_uploads_still_leak_and_plain_fedmf_leaks_everything(small_split):
     run = MaskedRunConfig(dataset="synthetic", mask_model="bias", rounds=3)
-    summary = train_masked(small_split, make_backend("plain"), ModelConfig(), run, log=lambda *_: None)
+    summary = train_masked(small_split, make_backend("plain", record_view=True), ModelConfig(), run, log=lambda *_: None)
     masked, plain = summary["attack"], summary["plain_fedmf_attack"]
     assert plain["exact_fraction"] == 1.0
     assert masked["users_recovered"] == plain["users_recovered"] == summary["mask"]["users"]

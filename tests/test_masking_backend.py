@@ -18,7 +18,7 @@ def test_weighted_sum_of_survivors_within_quantization_error(name):
     ups = _updates(n, length)
     weights = {c: float(1 + c % 4) for c in ups}
     dropped = [3, 10, 44]
-    backend = make_backend(name, clip=clip, bits=bits, record_view=True)
+    backend = make_backend(name, clip=clip, precision_bits=bits, record_view=True, out_of_range="clip")
     res = backend.aggregate(ups, weights=weights, dropped=dropped)
     included = [c for c in ups if c not in dropped]
     assert res.included == included
@@ -44,7 +44,7 @@ def test_grid_aligned_inputs_with_integer_weights_are_exact():
     rng = np.random.default_rng(1)
     ups = {c: (rng.integers(0, 256, 50) * step - clip) for c in range(6)}
     weights = {c: float(c + 1) for c in ups}
-    res = make_backend("secagg", clip=clip, bits=bits).aggregate(ups, weights=weights, dropped=[2])
+    res = make_backend("secagg", clip=clip, precision_bits=bits).aggregate(ups, weights=weights, dropped=[2])
     exact = sum(weights[c] * ups[c] for c in ups if c != 2)
     assert np.allclose(res.aggregate, exact, atol=1e-9)
 
@@ -70,7 +70,7 @@ def test_early_drop_stage_and_option_checks():
     ups = _updates(12, 16)
     res = make_backend("secagg", drop_stage="share_keys").aggregate(ups, dropped=[1])
     assert 1 not in res.included and res.info["drop_stage"] == "share_keys"
-    for bad in ({"graph": "ring"}, {"drop_stage": "unmasking"}, {"k": 4}, {"clip": -1.0}, {"bits": 70}):
+    for bad in ({"graph": "ring"}, {"drop_stage": "unmasking"}, {"k": 4}, {"clip": -1.0}, {"precision_bits": 70}):
         with pytest.raises(InvalidInputError):
             make_backend("secagg", **bad)
 
@@ -78,7 +78,7 @@ def test_early_drop_stage_and_option_checks():
 @pytest.mark.parametrize("name", ["secagg", "secagg+"])
 def test_active_backend_picks_a_split_view_safe_threshold_and_sums_exactly(name):
     ups = _updates(12, 40, seed=4)
-    backend = make_backend(name, active=True, clip=1.0, bits=16)
+    backend = make_backend(name, active=True, clip=1.0, precision_bits=16)
     res = backend.aggregate(ups, dropped=[5])
     info = res.info
     assert info["active"] and 2 * info["t"] - info["k"] > info["corrupt_neighbours"] >= 1

@@ -88,7 +88,7 @@ def test_small_key_needs_opt_in(sk):
 
 def test_packed_clipping_and_layout_in_info(sk):
     backend = make_backend("paillier_packed", key=sk, allow_insecure_small_key=True, clip=0.5,
-                           precision_bits=12)
+                           precision_bits=12, out_of_range="clip")
     ups = {0: np.array([0.1, 2.0, -0.7]), 1: np.array([0.2, 0.3, 0.4])}
     res = backend.aggregate(ups)
     assert res.info["clipped"] == 2
@@ -130,3 +130,38 @@ def test_2048_bit_packed_round():
     res = backend.aggregate(ups)
     assert res.info["key_bits"] == 2048 and res.info["obfuscation"] == "crt"
     assert np.all(np.abs(res.aggregate - sum(ups.values())) <= 4 * res.info["layout"]["step"])
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(2, 5), blocks=st.integers(1, 6),
+       weights=st.lists(st.floats(0.0, 3.0), min_size=5, max_size=5))
+@pytest.mark.parametrize("name", NAMES)
+def test_sparse_rounds_upload_only_the_support(sk, name, seed, n, blocks, weights):
+    """PartText: only support cells go up (with 4-byte indices); the sum is the dense one."""
+    rng = np.random.default_rng(seed)
+    length, block = 40 * 4, 4
+    ups, support = {}, {}
+    for c in range(n):
+        chosen = np.sort(rng.choice(length // block, blocks, replace=False))
+        x = np.zeros(length)
+        for b in chosen:
+            x[b * block:(b + 1) * block] = rng.uniform(-1, 1, block)
+        ups[c], support[c] = x, chosen
+    w = {c: weights[c] for c in ups}
+    backend = make_backend(name, key=sk, allow_insecure_small_key=True)
+    dense = backend.aggregate(ups, weights=w)
+    sparse = backend.aggregate(ups, weights=w, support=support, block_size=block)
+    assert sparse.info["sparse"] == "sparse"
+    step = sparse.info["layout"]["step"] if name == "paillier_packed" else 2.0**-32
+    expected = sum(w[c] * ups[c] for c in ups)
+    assert np.all(np.abs(sparse.aggregate - expected) <= n * step + 1e-12)
+    assert np.all(np.abs(dense.aggregate - expected) <= n * step + 1e-12)
+    width = sk.public_key.ciphertext_bytes
+    for c in ups:
+        if name == "paillier":
+            cells = blocks * block
+        else:
+            slots = sparse.info["layout"]["slots"]
+            cells = len({e // slots for b in support[c] for e in range(b * block, (b + 1) * block)})
+        assert cells * (width + 4) < sparse.cost.bytes_up[c] < cells * (width + 4) + 100
+        assert sparse.cost.bytes_up[c] <= dense.cost.bytes_up[c] + 4 * cells

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     config = model_config(args)
     split = load_split(args.dataset, args.split, seed=args.seed)
     try:
-        backend = make_backend(args.backend, **backend_options(args.backend_option))
+        # the masked run attacks the server's view; gradients outside clip are clipped (counted)
+        defaults = {"record_view": args.mask == "personalized" and args.policy == "none", "out_of_range": "clip"}
+        backend = make_backend(args.backend, **(defaults | backend_options(args.backend_option)))
     except (SecaggError, TypeError) as exc:
         raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
     if args.mask == "personalized":

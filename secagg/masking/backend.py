@@ -3,7 +3,8 @@
 Each round runs the full protocol in-process (:func:`.driver.run_round`): real keys,
 real shares, real masks, every message serialized.
 
-Encoding. Float updates are clipped to [-clip, clip] and quantized to ``bits`` bits
+Encoding. Float updates in [-clip, clip] (outside: the contract's ``out_of_range``
+policy, :mod:`secagg.backend`) are quantized to ``precision_bits`` bits
 with CSPRNG stochastic rounding (:mod:`.quantize`). Weights are applied *after*
 quantization as integer multipliers, so they cost no precision: integer weights
 (example counts, 1.0) are exact; other weights are scaled by a power of two 2^s (20
@@ -24,21 +25,30 @@ RoundAbortedError when some client keeps fewer than t live neighbours.
 
 ``view.per_client[cid]`` is the masked upload decoded as if it were a quantized value
 (uniform noise); ``view.aggregate`` is the unmasked weighted sum. ``result.info`` holds
-(k, t), the failure bounds, the modulus and the encoding parameters.
+(k, t), the failure bounds, the modulus and the encoding parameters. Sparse (PartText)
+rounds are refused unless the caller passes ``dense_fallback=True`` (masks cover the
+whole vector).
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
 
-from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
+from ..backend import (
+    AggregationBackend,
+    RoundCost,
+    RoundResult,
+    ServerView,
+    check_workers,
+    integer_weights,
+    register_backend,
+)
 from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
 from .graph import (GraphParams, complete_parameters, corrupt_count, corrupt_neighbour_bound,
                     find_parameters)
-from .quantize import Quantizer, check_quant_params, dequantize, integer_weights, modulus_for
+from .quantize import Quantizer, check_quant_params, dequantize, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
 
@@ -48,8 +58,8 @@ class MaskingBackend(AggregationBackend):
 
     Parameters
     ----------
-    clip, bits:
-        Clipping bound and quantization precision of each coordinate.
+    clip, out_of_range, precision_bits:
+        Value range, the contract's policy outside it, and quantization bits.
     graph:
         ``"complete"`` (SecAgg) or ``"harary"`` (SecAgg+ with automatic (k, t)).
     dropout_rate, corrupt_rate, security_bits, correctness_bits:
@@ -70,29 +80,29 @@ class MaskingBackend(AggregationBackend):
 
     name = "secagg"
 
-    def __init__(self, *, clip: float = 1.0, bits: int = 16, graph: str = "complete",
+    def __init__(self, *, clip: float = 1.0, out_of_range: str = "raise", precision_bits: int = 16,
+                 graph: str = "complete",
                  dropout_rate: float = 0.1, corrupt_rate: float = 0.05,
                  security_bits: float = 40.0, correctness_bits: float = 20.0,
                  k: int | None = None, t: int | None = None, drop_stage: str = "masked_input",
                  active: bool = False, workers: int = 1, min_inputs: int = 2,
                  record_view: bool = False, allow_insecure_threshold: bool = False) -> None:
-        super().__init__(min_inputs=min_inputs, record_view=record_view)
-        check_quant_params(clip, bits)
+        check_quant_params(clip, precision_bits)
+        super().__init__(min_inputs=min_inputs, record_view=record_view, clip=clip,
+                         out_of_range=out_of_range)
         if graph not in ("complete", "harary"):
             raise InvalidInputError(f"graph must be 'complete' or 'harary', got {graph!r}")
         if drop_stage not in DROP_STAGES:
             raise InvalidInputError(f"drop_stage must be one of {DROP_STAGES}, got {drop_stage!r}")
         if (k is None) != (t is None):
             raise InvalidInputError("give both k and t, or neither")
-        self.clip, self.bits, self.graph = float(clip), int(bits), graph
+        self.precision_bits, self.graph = int(precision_bits), graph
         self.rates = dict(dropout_rate=dropout_rate, corrupt_rate=corrupt_rate)
         self.bounds = dict(security_bits=security_bits, correctness_bits=correctness_bits)
         self.k, self.t = k, t
         self.drop_stage, self.active = drop_stage, active
         self.allow_insecure_threshold = bool(allow_insecure_threshold)
-        if not isinstance(workers, int) or workers < 1:
-            raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
-        self.workers = workers
+        self.workers = check_workers(workers)
 
     def parameters(self, n: int) -> GraphParams:
         """The (k, t) this backend uses for n clients."""
@@ -117,10 +127,9 @@ class MaskingBackend(AggregationBackend):
                 f"max(min_inputs={self.min_inputs}, t={params.t}); refusing to aggregate"
             )
         w_int, scale = integer_weights(weights)
-        modulus = modulus_for(max(sum(w_int.values()), 1), self.bits)
+        modulus = modulus_for(max(sum(w_int.values()), 1), self.precision_bits)
         cost = RoundCost()
-        clipped = sum(int(np.count_nonzero(np.abs(vectors[c]) > self.clip)) for c in clients)
-        quantizers = {c: Quantizer(self.clip, self.bits, w_int[c]) for c in clients}
+        quantizers = {c: Quantizer(self.clip, self.precision_bits, w_int[c]) for c in clients}
         insecure = dict(allow_insecure_threshold=self.allow_insecure_threshold)
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active,
                              corrupt_rate=self.rates["corrupt_rate"], **insecure)
@@ -129,19 +138,19 @@ class MaskingBackend(AggregationBackend):
                         corrupt_rate=self.rates["corrupt_rate"], **insecure)
         w_total = sum(w_int[c] for c in run.included)
         t0 = time.perf_counter()
-        aggregate = dequantize(run.aggregate, self.clip, self.bits, w_total) / scale
+        aggregate = dequantize(run.aggregate, self.clip, self.precision_bits, w_total) / scale
         cost.server_seconds = run.server_seconds + time.perf_counter() - t0
         cost.client_seconds = dict(run.client_seconds)
         cost.bytes_up, cost.bytes_down = run.bytes_up, run.bytes_down
         view = ServerView(aggregate=aggregate)
         for c, y in run.masked.items():
-            view.per_client[c] = dequantize(y, self.clip, self.bits, w_int[c]) / scale
+            view.per_client[c] = dequantize(y, self.clip, self.precision_bits, w_int[c]) / scale
         info = {
             "k": params.k, "t": params.t, "complete_graph": params.complete,
             "security_bits": params.security_bits, "correctness_bits": params.correctness_bits,
             "corrupt_rate": params.corrupt_rate, "dropout_rate": params.dropout_rate,
-            "modulus": modulus, "modulus_bits": modulus.bit_length() - 1, "bits": self.bits,
-            "clip": self.clip, "clipped_entries": clipped, "weight_scale": scale,
+            "modulus": modulus, "modulus_bits": modulus.bit_length() - 1,
+            "precision_bits": self.precision_bits, "clip": self.clip, "weight_scale": scale,
             "drop_stage": self.drop_stage, "active": self.active,
             "corrupt_neighbours": params.corrupt_neighbours,
             "tolerated_dropout_rate": params.tolerated_dropout_rate,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ..backend import integer_weights  # noqa: F401  (moved there; re-exported for old imports)
 from ..errors import HeadroomExceededError, InvalidInputError
 from .primitives import CtrStream, word_dtype
 from .vectors import CHUNK
@@ -177,22 +178,3 @@ def dequantize(total: np.ndarray, clip: float, bits: int, total_weight: int) -> 
     """sum_i w_i x_i from the exact modular sum S of weighted quantized inputs."""
     check_quant_params(clip, bits)
     return np.asarray(total, dtype=np.float64) * step_size(clip, bits) - clip * float(total_weight)
-
-
-def integer_weights(weights: dict[int, float], weight_bits: int = 20) -> tuple[dict[int, int], float]:
-    """Map float weights to integers exactly when possible.
-
-    Weights that are all integers (e.g. example counts, or 1.0) are used as they are
-    (scale 1, exact). Otherwise they are scaled by 2^s with the largest s that keeps
-    max w * 2^s < 2^weight_bits and rounded; ``scale`` = 2^s is returned so that
-    sum w_int x / scale approximates sum w x with relative weight error <= 2^-s-1 / w.
-    """
-    vals = np.array(list(weights.values()), dtype=np.float64)
-    if vals.size == 0 or np.any(~np.isfinite(vals)) or np.any(vals < 0):
-        raise InvalidInputError("weights must be finite and >= 0")
-    if np.all(vals == np.round(vals)) and vals.max() < 2.0**62:
-        return {cid: int(w) for cid, w in weights.items()}, 1.0
-    top = float(vals.max())
-    shift = weight_bits - 1 - int(np.ceil(np.log2(top))) if top > 0 else 0
-    scale = float(2.0**shift)
-    return {cid: int(round(w * scale)) for cid, w in weights.items()}, scale

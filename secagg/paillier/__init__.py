@@ -24,9 +24,11 @@ from .obfuscation import (
     Obfuscator,
     ObfuscatorPool,
     PoolExhaustedError,
+    clear_default_obfuscators,
     default_obfuscator,
 )
 from .packing import PackingLayout, choose_layout
+from .parallel import close_executors
 from .serialization import (
     check_group_membership,
     private_key_from_bytes,
@@ -57,6 +59,8 @@ __all__ = [
     "PublicKey",
     "check_group_membership",
     "choose_layout",
+    "clear_default_obfuscators",
+    "close_executors",
     "decrypt_integers",
     "default_obfuscator",
     "encrypt_integers",

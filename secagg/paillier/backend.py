@@ -18,15 +18,26 @@ The server learns nothing in clear: ``view.per_client`` stays empty and
 by its fingerprint, ciphertexts at fixed width). Key generation and obfuscation tables
 are built on the first round and reported in ``cost.setup_seconds`` of that round only.
 
+Values outside [-clip, clip] follow the contract's ``out_of_range`` policy
+(:mod:`secagg.backend`). The server counts what it adds itself: it loads upload i
+stating the bound (unpacked) or summand count (packed) that client i's clip and weight
+allow, never a count read from the message; packed ciphertexts also carry their true
+count encrypted, checked at decryption (:mod:`.packing`).
+
 * ``"paillier"``: one value per ciphertext, shared fixed-point codec with
-  ``precision_bits`` fractional bits (rounded up to a multiple of 4: base 16). Values
-  with |x| > clip raise :class:`InvalidInputError`.
-* ``"paillier_packed"``: BatchCrypt-style (:mod:`.packing`): values are clipped to
-  |x| <= clip (count in ``info["clipped"]``), client i encrypts w_i x_i as
-  c_i = max(1, ceil(w_i)) summands, and the layout has headroom for ``max_summands``
+  ``precision_bits`` fractional bits (rounded up to a multiple of 4: base 16).
+* ``"paillier_packed"``: BatchCrypt-style (:mod:`.packing`): client i encrypts w_i x_i
+  as c_i = max(1, ceil(w_i)) summands, and the layout has headroom for ``max_summands``
   (default: sum of c_i over the round's clients; a smaller explicit value that the
   round exceeds raises :class:`HeadroomExceededError`). Error per coordinate of the
   aggregate: below (number of included clients) x ``layout.step``, unbiased.
+
+Both aggregate sparse (PartText) rounds sparsely: a client encrypts and uploads only
+the cells its support blocks touch (entries; for the packed backend the ciphertexts
+whose slots meet the support) with their 4-byte indices, and the server multiplies
+ciphertexts cell by cell, counting per cell what it added. The download holds the
+touched cells only. Process pools (``workers`` > 1) are released by
+:meth:`PaillierBackend.close`.
 """
 
 from __future__ import annotations
@@ -36,15 +47,22 @@ import time
 
 import numpy as np
 
-from ..backend import AggregationBackend, RoundCost, RoundResult, ServerView, register_backend
+from ..backend import (
+    AggregationBackend,
+    RoundCost,
+    RoundResult,
+    ServerView,
+    check_workers,
+    register_backend,
+)
 from ..errors import HeadroomExceededError, InvalidInputError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
 from .packing import PackingLayout, choose_layout
-from .parallel import check_workers, map_with_key
+from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
-from .vector import EncryptedVector, PackedEncryptedVector
+from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers
 
 OBFUSCATIONS = ("crt", "djn")
 
@@ -58,21 +76,22 @@ class PaillierBackend(AggregationBackend):
         The clients' shared :class:`PrivateKey`; generated on the first round if None.
     key_bits, allow_insecure_small_key:
         Size of a generated key; below 2048 bits needs the explicit opt-in (tests).
-    clip:
-        Value range |x| <= clip of every coordinate.
+    clip, out_of_range:
+        Value range |x| <= clip of every coordinate and the contract's policy outside it.
     precision_bits:
         Fractional bits of the fixed-point codec (packed: quantization bits).
     obfuscation:
         ``"crt"`` (clients hold the private key: exact, fastest) or ``"djn"``
         (public-key short-exponent path; extra assumption, see :mod:`.obfuscation`).
     workers:
-        Processes (None: in-process). Whole client uploads run in parallel worker
+        Processes (1: in-process). Whole client uploads run in parallel worker
         processes (each client's seconds are measured where it ran), and the
         aggregate's decryption is split across them.
     """
 
     name = "paillier"
     server_learns_aggregate = False
+    sparse_capable = True
 
     def __init__(
         self,
@@ -81,30 +100,37 @@ class PaillierBackend(AggregationBackend):
         key_bits: int = DEFAULT_KEY_BITS,
         allow_insecure_small_key: bool = False,
         clip: float = 1.0,
+        out_of_range: str = "raise",
         precision_bits: int = 32,
         obfuscation: str = "crt",
-        workers: int | None = None,
+        workers: int = 1,
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
-        super().__init__(min_inputs=min_inputs, record_view=record_view)
+        if clip is None:
+            raise InvalidInputError("Paillier backends need a finite clip (the encoding's range)")
+        super().__init__(min_inputs=min_inputs, record_view=record_view, clip=clip,
+                         out_of_range=out_of_range)
         if key is not None and not isinstance(key, PrivateKey):
             raise InvalidInputError(f"key must be a PrivateKey (clients share it), got {type(key).__name__}")
         if key is not None:
             key.public_key.check_size(allow_insecure_small_key)
         else:
             check_key_bits(key_bits, allow_insecure_small_key)
-        if not (isinstance(clip, int | float) and math.isfinite(clip) and clip > 0):
-            raise InvalidInputError(f"clip must be a finite number > 0, got {clip!r}")
         if obfuscation not in OBFUSCATIONS:
             raise InvalidInputError(f"obfuscation must be one of {OBFUSCATIONS}, got {obfuscation!r}")
-        if not isinstance(precision_bits, int) or precision_bits < 2:
+        if isinstance(precision_bits, bool) or not isinstance(precision_bits, int) or precision_bits < 2:
             raise InvalidInputError(f"precision_bits must be an integer >= 2, got {precision_bits!r}")
         self.key, self.key_bits, self.allow_insecure_small_key = key, key_bits, allow_insecure_small_key
-        self.clip, self.precision_bits = float(clip), precision_bits
+        self.precision_bits = precision_bits
         self.obfuscation = obfuscation
         self.workers = check_workers(workers)
         self._obfuscator: Obfuscator | None = None
+
+    def close(self) -> None:
+        """Shut down this key's worker processes (if any ran)."""
+        if self.key is not None:
+            close_executors(self.key)
 
     def _setup(self) -> float:
         """Generate the key and obfuscation tables if not done yet; return the seconds spent."""
@@ -121,55 +147,114 @@ class PaillierBackend(AggregationBackend):
             self._obfuscator = DJNObfuscator(self.key.public_key)
         return time.perf_counter() - t0
 
-    def _job(self, cid: int, x: np.ndarray, weight: float) -> tuple:
-        """What client ``cid`` needs to build its upload (see :func:`_upload_unpacked`)."""
-        if np.any(np.abs(x) > self.clip):
-            raise InvalidInputError(
-                f"update of client {cid} has |x| up to {float(np.max(np.abs(x))):.6g}, above clip={self.clip}"
-            )
-        return (x, weight, FixedPointCodec.from_bits(self.precision_bits).exponent)
+    # -- one round's plan: everything the clients and the server agree on beforehand --
 
-    def _uploads(self, vectors, weights, included):
-        """(serialized upload, client seconds, clipped count) per included client, in order.
+    def _plan(self, clients: list[int], weights: dict[int, float]) -> dict:
+        """The round's public parameters (here the codec exponent), fixed before any upload."""
+        return {"exponent": FixedPointCodec.from_bits(self.precision_bits).exponent}
+
+    def _job(self, plan: dict, cid: int, x: np.ndarray, weight: float) -> tuple:
+        """What client ``cid`` needs to build its upload with :attr:`_upload`."""
+        return (x, weight, plan["exponent"])
+
+    def _vouched(self, plan: dict, weight: float) -> dict:
+        """What the server states a client's upload holds (never read from the upload):
+        |int_rep| <= round(w clip 16^-e) (+1 for float rounding)."""
+        scale = FixedPointCodec(plan["exponent"]).scale
+        return {"bound": math.floor(weight * self.clip * scale) + 1}
+
+    @staticmethod
+    def _upload(key, obfuscator, job) -> tuple[bytes, float]:
+        return _upload_unpacked(key, obfuscator, job)
+
+    def _info(self, plan: dict) -> dict:
+        return {}
+
+    def _uploads(self, plan, vectors, weights, included):
+        """(serialized upload, client seconds) per included client, in order.
 
         With ``workers`` > 1 whole client uploads run in worker processes (clients work in
         parallel, as in a deployment); each client's seconds are measured where it ran.
         """
-        jobs = (self._job(cid, vectors[cid], weights[cid]) for cid in included)
-        fn = _upload_packed if isinstance(self, PackedPaillierBackend) else _upload_unpacked
+        jobs = (self._job(plan, cid, vectors[cid], weights[cid]) for cid in included)
         if self.workers > 1:
-            return map_with_key(self._obfuscator, fn, jobs, self.workers)
-        return (fn(self.key, self._obfuscator, job) for job in jobs)
+            return map_with_key(self._obfuscator, self._upload, jobs, self.workers)
+        return (self._upload(self.key, self._obfuscator, job) for job in jobs)
 
-    def _round_info(self, included, weights) -> dict:
-        return {}
+    # -- cells: the unit a client uploads and the server sums (an entry; packed: a ciphertext) --
+
+    def _cells(self, plan: dict, length: int, blocks: np.ndarray | None, block_size: int) -> np.ndarray:
+        """The entries a client uploads: all of them, or those of its support blocks."""
+        if blocks is None:
+            return np.arange(length)
+        return (blocks[:, None] * block_size + np.arange(block_size)).ravel()
+
+    def _compact(self, plan: dict, x: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """The values a client encrypts for ``cells``."""
+        return x[cells]
+
+    def _download(self, plan: dict, pk, ciphertexts: list, bound: int):
+        return EncryptedVector(pk, ciphertexts, plan["exponent"], bound)
+
+    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> np.ndarray:
+        """The full-length aggregate from the decrypted cells (untouched entries are 0)."""
+        out = np.zeros(length)
+        out[cells] = down.decrypt(sk, workers=self.workers)
+        return out
 
     def _run_round(self, vectors, weights, dropped):
+        return self._round(vectors, weights, dropped, None, 1)
+
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+        """PartText: each client encrypts and uploads only the cells of its support blocks
+        (with their indices, 4 bytes each); the server multiplies ciphertexts cell by cell."""
+        return self._round(vectors, weights, dropped, support, block_size)
+
+    def _round(self, vectors, weights, dropped, support, block_size):
         cost = RoundCost(setup_seconds=self._setup())
         sk, pk = self.key, self.key.public_key
+        n2 = pk.nsquare
         included = [c for c in vectors if c not in set(dropped)]
-        info = self._round_info(list(vectors), weights)
+        length = next(iter(vectors.values())).shape[0]
+        plan = self._plan(list(vectors), weights)
+        info = self._info(plan)
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
-                    obfuscation_assumption=self._obfuscator.assumption, clipped=0)
-        acc = None
-        for cid, (blob, seconds, clipped) in zip(included, self._uploads(vectors, weights, included)):
+                    obfuscation_assumption=self._obfuscator.assumption)
+        cells = {cid: self._cells(plan, length, None if support is None else support[cid], block_size)
+                 for cid in included}
+        compact = {cid: self._compact(plan, vectors[cid], cells[cid]) for cid in included}
+        index_bytes = 0 if support is None else 4
+        acc: dict[int, object] = {}
+        counts: dict[int, int] = {}
+        bound = 0
+        for cid, (blob, seconds) in zip(included, self._uploads(plan, compact, weights, included)):
             cost.client_seconds[cid] = seconds
-            cost.bytes_up[cid] = len(blob)
-            info["clipped"] += clipped
+            cost.bytes_up[cid] = len(blob) + index_bytes * len(cells[cid])
             t1 = time.perf_counter()
-            acc = _accumulate(acc, vector_from_bytes(blob, pk, check_group=False))
+            vouched = self._vouched(plan, weights[cid])
+            upload = vector_from_bytes(blob, pk, check_group=False, **vouched)
+            if len(upload.ciphertexts) != len(cells[cid]):
+                raise InvalidInputError(f"upload of client {cid} has the wrong number of ciphertexts")
+            add = vouched.get("summands", 1)
+            bound += vouched.get("bound", 0)
+            for cell, c in zip(cells[cid].tolist(), upload.ciphertexts):
+                acc[cell] = acc[cell] * c % n2 if cell in acc else c
+                counts[cell] = counts.get(cell, 0) + add
+            self._check_headroom(plan, max(counts.values(), default=0))
             cost.server_seconds += time.perf_counter() - t1
         t0 = time.perf_counter()
-        check_group_membership(pk, acc.ciphertexts)  # covers every upload (see its docstring)
-        down = acc.to_bytes(include_key=False)
+        touched = np.array(sorted(acc), dtype=np.int64)
+        cts = [acc[c] for c in touched.tolist()]
+        check_group_membership(pk, cts)  # covers every upload (see its docstring)
+        down = self._download(plan, pk, cts, bound).to_bytes(include_key=False)
         t1 = time.perf_counter()
         cost.server_seconds += t1 - t0
-        aggregate = vector_from_bytes(down, pk).decrypt(sk, workers=self.workers)
+        aggregate = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
         decrypt_seconds = time.perf_counter() - t1
         for cid in included:
             cost.client_seconds[cid] += decrypt_seconds
-            cost.bytes_down[cid] = len(down)
-        info.update(ciphertexts_per_client=len(acc.ciphertexts), decrypt_seconds=decrypt_seconds)
+            cost.bytes_down[cid] = len(down) + index_bytes * len(touched)
+        info.update(ciphertexts_per_client=len(cts), decrypt_seconds=decrypt_seconds)
         return RoundResult(
             aggregate=aggregate,
             total_weight=float(sum(weights[c] for c in included)),
@@ -179,14 +264,8 @@ class PaillierBackend(AggregationBackend):
             info=info,
         )
 
-
-def _accumulate(acc, v):
-    """acc * v element-wise mod n^2 (homomorphic add), with the vectors' own checks."""
-    if acc is None:
-        return v
-    if isinstance(v, EncryptedVector):
-        return acc + v
-    return PackedEncryptedVector.sum([acc, v])
+    def _check_headroom(self, plan: dict, most: int) -> None:
+        """Unpacked: the vouched bounds are checked when the download is built."""
 
 
 class PackedPaillierBackend(PaillierBackend):
@@ -198,24 +277,45 @@ class PackedPaillierBackend(PaillierBackend):
 
     name = "paillier_packed"
 
-    def __init__(self, *, precision_bits: int = 16, max_summands: int | None = None, **options) -> None:
-        super().__init__(precision_bits=precision_bits, **options)
-        if max_summands is not None and (not isinstance(max_summands, int) or max_summands < 1):
+    def __init__(
+        self,
+        *,
+        key: PrivateKey | None = None,
+        key_bits: int = DEFAULT_KEY_BITS,
+        allow_insecure_small_key: bool = False,
+        clip: float = 1.0,
+        out_of_range: str = "raise",
+        precision_bits: int = 16,
+        max_summands: int | None = None,
+        obfuscation: str = "crt",
+        workers: int = 1,
+        min_inputs: int = 2,
+        record_view: bool = False,
+    ) -> None:
+        super().__init__(key=key, key_bits=key_bits, allow_insecure_small_key=allow_insecure_small_key,
+                         clip=clip, out_of_range=out_of_range, precision_bits=precision_bits,
+                         obfuscation=obfuscation, workers=workers, min_inputs=min_inputs,
+                         record_view=record_view)
+        if max_summands is not None and (
+            isinstance(max_summands, bool) or not isinstance(max_summands, int) or max_summands < 1
+        ):
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {max_summands!r}")
         self.max_summands = max_summands
-        self.layout = None
 
-    def _round_info(self, clients, weights) -> dict:
+    def _plan(self, clients, weights) -> dict:
         needed = sum(_summands(weights[c]) for c in clients)
         k = self.max_summands if self.max_summands is not None else needed
-        self.layout = choose_layout(
+        layout = choose_layout(
             clip=self.clip, precision_bits=self.precision_bits, max_summands=k,
             key_bits=self.key.public_key.bits,
         )
-        return {"layout": self.layout.describe(), "summands_declared": needed}
+        return {"layout": layout, "summands_declared": needed}
 
-    def _job(self, cid, x, weight):
-        lay = self.layout
+    def _info(self, plan) -> dict:
+        return {"layout": plan["layout"].describe(), "summands_declared": plan["summands_declared"]}
+
+    def _job(self, plan, cid, x, weight):
+        lay = plan["layout"]
         if _summands(weight) > lay.max_summands:
             raise HeadroomExceededError(
                 f"client {cid} has weight {weight}, i.e. {_summands(weight)} summands, above "
@@ -223,30 +323,76 @@ class PackedPaillierBackend(PaillierBackend):
             )
         return (x, weight, (lay.clip, lay.precision_bits, lay.max_summands, lay.key_bits))
 
+    def _vouched(self, plan, weight) -> dict:
+        return {"summands": _summands(weight)}
+
+    def _cells(self, plan, length, blocks, block_size) -> np.ndarray:
+        """Ciphertext indices: all, or those whose ``layout.slots`` entries meet the support."""
+        slots = plan["layout"].slots
+        if blocks is None:
+            return np.arange(plan["layout"].ciphertexts_for(length))
+        return np.unique(super()._cells(plan, length, blocks, block_size) // slots)
+
+    def _compact(self, plan, x, cells) -> np.ndarray:
+        slots = plan["layout"].slots
+        padded = np.zeros(plan["layout"].ciphertexts_for(x.size) * slots)
+        padded[:x.size] = x
+        return padded.reshape(-1, slots)[cells].ravel()
+
+    def _check_headroom(self, plan, most) -> None:
+        k = plan["layout"].max_summands
+        if most > k:
+            raise HeadroomExceededError(
+                f"a ciphertext would absorb {most} summands, above the declared headroom "
+                f"max_summands={k}: a slot could overflow into its neighbour"
+            )
+
+    def _download(self, plan, pk, ciphertexts, bound):
+        lay = plan["layout"]
+        return PackedEncryptedVector(pk, ciphertexts, lay, len(ciphertexts) * lay.slots, lay.max_summands)
+
+    def _decode(self, plan, sk, down, cells, length) -> np.ndarray:
+        """Each ciphertext decoded with its own encrypted summand count (cells differ in
+        how many clients touched them in a sparse round)."""
+        lay = plan["layout"]
+        plain = decrypt_integers(sk, down.ciphertexts, workers=self.workers)
+        slot_values, counts = lay.unpack_counted(plain)
+        rows = slot_values.reshape(len(cells), lay.slots)
+        out = np.zeros(lay.ciphertexts_for(length) * lay.slots)
+        for row, cell, count in zip(rows, cells.tolist(), counts):
+            sums = lay.slot_sums(row, lay.slots, lay.check_counts(np.array([count])))
+            out[cell * lay.slots:(cell + 1) * lay.slots] = lay.dequantize(sums)
+        return out[:length]
+
+    @staticmethod
+    def _upload(key, obfuscator, job) -> tuple[bytes, float]:
+        return _upload_packed(key, obfuscator, job)
+
 
 def _summands(weight: float) -> int:
     return max(1, math.ceil(weight))
 
 
-def _upload_unpacked(key, obfuscator, job) -> tuple[bytes, float, int]:
-    """One client: encrypt w x (fixed point) and serialize; returns (blob, seconds, 0)."""
+def _upload_unpacked(key, obfuscator, job) -> tuple[bytes, float]:
+    """One client: encrypt w x (fixed point) and serialize; returns (blob, seconds)."""
     t0 = time.perf_counter()
     x, weight, exponent = job
     enc = EncryptedVector.encrypt(key, weight * x, codec=FixedPointCodec(exponent), obfuscator=obfuscator)
     blob = enc.to_bytes(include_key=False)
-    return blob, time.perf_counter() - t0, 0
+    return blob, time.perf_counter() - t0
 
 
-def _upload_packed(key, obfuscator, job) -> tuple[bytes, float, int]:
-    """One client: clip, weight, quantize, pack, encrypt and serialize; (blob, seconds, clipped)."""
+def _upload_packed(key, obfuscator, job) -> tuple[bytes, float]:
+    """One client: weight, quantize, pack, encrypt and serialize; (blob, seconds).
+
+    x is already within [-clip, clip] (the contract's range policy ran before).
+    """
     t0 = time.perf_counter()
     x, weight, layout_params = job
     layout = PackingLayout(*layout_params)
-    clipped = int(np.count_nonzero(np.abs(x) > layout.clip))
-    y = weight * np.clip(x, -layout.clip, layout.clip)
-    enc = PackedEncryptedVector.encrypt(key, y, layout, summands=_summands(weight), obfuscator=obfuscator)
+    enc = PackedEncryptedVector.encrypt(key, weight * x, layout, summands=_summands(weight), obfuscator=obfuscator)
     blob = enc.to_bytes(include_key=False)
-    return blob, time.perf_counter() - t0, clipped
+    return blob, time.perf_counter() - t0
 
 
 register_backend("paillier", PaillierBackend)

@@ -15,7 +15,11 @@ structured prime generation as "strong" or safe primes.
 
 Key sizes: 2048-bit n by default, 3072 (or larger) allowed. Anything below 2048 bits
 raises :class:`InsecureParameterError` unless ``allow_insecure_small_key=True`` is
-passed: that flag exists for fast tests only.
+passed: that flag exists for fast tests only. The check lives in :class:`PublicKey`
+itself, so every way of obtaining a key (generation, the byte and JSON loaders, phe
+conversion, worker processes) enforces it; below 256 bits nothing is accepted. A
+modulus that is even, a perfect square or has a prime factor below 2^16 is refused
+outright (it cannot be a product of two large distinct primes).
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ MIN_TEST_KEY_BITS = 256
 _COFACTOR_BITS = 31
 _TRIAL_PRIMES = [int(x) for x in range(3, 1 << 16, 2) if gmpy2.is_prime(x)]
 _MR_ROUNDS = 40
+#: product of the odd primes below 2^16: gcd(n, it) > 1 exposes a small factor of n
+_SMALL_PRIMORIAL = gmpy2.mpz(1)
+for _p in _TRIAL_PRIMES:
+    _SMALL_PRIMORIAL *= _p
+del _p
 
 
 def check_key_bits(bits: int, allow_insecure_small_key: bool) -> int:
@@ -53,9 +62,17 @@ def check_key_bits(bits: int, allow_insecure_small_key: bool) -> int:
 
 @dataclass(frozen=True, eq=False)
 class PublicKey:
-    """Paillier public key (n, g = n + 1)."""
+    """Paillier public key (n, g = n + 1).
+
+    Construction checks the size of n (>= 2048 bits unless ``allow_insecure_small_key``,
+    never below 256) and refuses moduli that cannot be a product of two large primes
+    (even, a perfect square, a prime factor below 2^16), with
+    :class:`InsecureParameterError` or :class:`InvalidInputError`.
+    """
 
     n: mpz
+    #: test-only opt-in for moduli below 2048 bits (never read from a wire format)
+    allow_insecure_small_key: bool = field(default=False, kw_only=True, repr=False)
     nsquare: mpz = field(init=False)
     bits: int = field(init=False)
     #: largest |m| the signed fixed-point codec accepts (phe's convention n // 3 - 1)
@@ -67,6 +84,13 @@ class PublicKey:
         n = mpz(self.n)
         if n < 3 or n % 2 == 0:
             raise InvalidInputError("Paillier modulus n must be an odd integer > 2")
+        bits = int(n.bit_length())
+        check_key_bits(bits + bits % 2, bool(self.allow_insecure_small_key))
+        if gmpy2.is_square(n) or gmpy2.gcd(n, _SMALL_PRIMORIAL) != 1:
+            raise InvalidInputError(
+                "Paillier modulus n is a perfect square or has a prime factor below 2^16: "
+                "not a product of two large distinct primes"
+            )
         object.__setattr__(self, "n", n)
         object.__setattr__(self, "nsquare", n * n)
         object.__setattr__(self, "bits", int(n.bit_length()))
@@ -112,10 +136,10 @@ class PublicKey:
         return paillier.PaillierPublicKey(int(self.n))
 
     @classmethod
-    def from_phe(cls, phe_key) -> PublicKey:
+    def from_phe(cls, phe_key, *, allow_insecure_small_key: bool = False) -> PublicKey:
         if phe_key.g != phe_key.n + 1:
             raise InvalidInputError("only phe keys with g = n + 1 are supported")
-        return cls(mpz(phe_key.n))
+        return cls(mpz(phe_key.n), allow_insecure_small_key=allow_insecure_small_key)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,9 +216,10 @@ class PrivateKey:
         return paillier.PaillierPrivateKey(self.public_key.to_phe(), int(self.p), int(self.q))
 
     @classmethod
-    def from_phe(cls, phe_key) -> PrivateKey:
+    def from_phe(cls, phe_key, *, allow_insecure_small_key: bool = False) -> PrivateKey:
         """Import a phe private key (p - 1 factorisation unknown: no fixed-base CRT path)."""
-        return cls(PublicKey.from_phe(phe_key.public_key), mpz(phe_key.p), mpz(phe_key.q))
+        pk = PublicKey.from_phe(phe_key.public_key, allow_insecure_small_key=allow_insecure_small_key)
+        return cls(pk, mpz(phe_key.p), mpz(phe_key.q))
 
 
 def _h_function(g: mpz, x: mpz, xsquare: mpz) -> mpz:
@@ -279,5 +304,5 @@ def generate_keypair(
         n = p * q
         if p != q and n.bit_length() == bits and gmpy2.gcd(n, (p - 1) * (q - 1)) == 1:
             break
-    pk = PublicKey(n)
+    pk = PublicKey(n, allow_insecure_small_key=allow_insecure_small_key)
     return pk, PrivateKey(pk, p, q, pf, qf)

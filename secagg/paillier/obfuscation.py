@@ -17,7 +17,20 @@ Three sources, all drawing randomness from :mod:`secrets` (OS CSPRNG):
   system with applications to electronic voting", IJIS 2010, section 4.2): a fixed
   public base h_s = h^n mod n^2 with h = -y^2 mod n for a random y, and R = h_s^a for a
   random exponent a of ``exponent_bits`` bits (default ceil(|n| / 2), as in DJN),
-  computed with fixed-base window tables mod n^2.
+  computed with fixed-base window tables mod n^2. A caller-supplied ``generator`` h
+  (e.g. published by the key owner) is checked to be a usable element: 1 < h < n - 1,
+  gcd(h, n) = gcd(h +- 1, n) = 1, and no 2^16-smooth order mod p or mod q
+  (gcd(h^M - 1, n) = 1 for M the product of all prime powers below 2^16, Pollard's
+  p - 1 test). h_s = h^n is computed here, so it is always an n-th residue: a base of
+  the trivial forms (1 + n)^j (which would shift the plaintext) or +-1 (R = +-1) cannot
+  be supplied.
+
+  Exponent length. The short exponent must be at least twice the key's security
+  level (a generic discrete-log attack on a k-bit exponent costs 2^(k/2)). The level
+  follows NIST SP 800-57 Part 1 Rev. 5, Table 2 (integer factorisation): 1024-bit n ->
+  80 bits, 2048 -> 112, 3072 -> 128, 7680 -> 192, 15360 -> 256; a key between two rows
+  gets the lower row. Minimum exponent: 160, 224, 256, 384, 512 bits
+  (:func:`min_djn_exponent_bits`).
   **Security assumption (beyond DCR):** R = h_s^a with a short uniform exponent a is
   computationally indistinguishable from a uniform n-th residue (DJN's assumption, as
   used by e.g. the ``pypaillier`` package). It is *not* implied by DCR alone; use
@@ -37,6 +50,7 @@ from __future__ import annotations
 import abc
 import secrets
 import time
+from collections import OrderedDict
 
 import gmpy2
 from gmpy2 import mpz
@@ -44,8 +58,41 @@ from gmpy2 import mpz
 from ..errors import InsecureParameterError, InvalidInputError, ProtocolError
 from .keys import PrivateKey, PublicKey
 
-#: minimum DJN exponent length: twice the 112-bit security level of a 2048-bit modulus
-MIN_DJN_EXPONENT_BITS = 224
+#: (modulus bits, security bits) from NIST SP 800-57 Part 1 Rev. 5, Table 2 (IFC rows)
+NIST_IFC_STRENGTH = ((1024, 80), (2048, 112), (3072, 128), (7680, 192), (15360, 256))
+#: the smoothness bound of the generator's order test (module docstring)
+_SMOOTH_BOUND = 1 << 16
+
+
+def security_bits(key_bits: int) -> int:
+    """Security level of a ``key_bits`` modulus: the NIST SP 800-57 row at or below it
+    (80 for test keys below 1024 bits)."""
+    level = NIST_IFC_STRENGTH[0][1]
+    for bits, strength in NIST_IFC_STRENGTH:
+        if key_bits >= bits:
+            level = strength
+    return level
+
+
+def min_djn_exponent_bits(key_bits: int) -> int:
+    """Shortest DJN exponent for a ``key_bits`` modulus: twice its security level."""
+    return 2 * security_bits(key_bits)
+
+
+def _smooth_exponent(bound: int) -> mpz:
+    """M = product over primes p < bound of the largest power of p below bound."""
+    m = mpz(1)
+    p = mpz(2)
+    while p < bound:
+        pk = p
+        while pk * p < bound:
+            pk *= p
+        m *= pk
+        p = gmpy2.next_prime(p)
+    return m
+
+
+_SMOOTH_M = _smooth_exponent(_SMOOTH_BOUND)
 
 
 class PoolExhaustedError(ProtocolError):
@@ -153,33 +200,61 @@ class DJNObfuscator(Obfuscator):
     )
 
     def __init__(
-        self, public_key: PublicKey, *, exponent_bits: int | None = None, base: int | None = None
+        self, public_key: PublicKey, *, exponent_bits: int | None = None, generator: int | None = None
     ) -> None:
         super().__init__(public_key)
         pk = public_key
-        bits = exponent_bits if exponent_bits is not None else -(-pk.bits // 2)
-        if not isinstance(bits, int) or bits < MIN_DJN_EXPONENT_BITS:
+        least = min_djn_exponent_bits(pk.bits)
+        bits = exponent_bits if exponent_bits is not None else max(-(-pk.bits // 2), least)
+        if isinstance(bits, bool) or not isinstance(bits, int) or bits < least:
             raise InsecureParameterError(
-                f"DJN exponent_bits must be an integer >= {MIN_DJN_EXPONENT_BITS}, got {bits!r}"
+                f"DJN exponent_bits must be an integer >= {least} for a {pk.bits}-bit key "
+                f"(twice its {security_bits(pk.bits)}-bit security level, NIST SP 800-57), got {bits!r}"
             )
         self.exponent_bits = bits
         t0 = time.perf_counter()
-        if base is None:
+        if generator is None:  # fresh h = -y^2: of large order with overwhelming probability
             y = mpz(secrets.randbelow(int(pk.n) - 2) + 2)
-            h = (-y * y) % pk.n
-            base = gmpy2.powmod(h, pk.n, pk.nsquare)
-        base = mpz(base)
-        if not 0 < base < pk.nsquare or gmpy2.gcd(base, pk.n) != 1:
-            raise InvalidInputError("DJN base must be an element of Z*_{n^2}")
-        self.base = base
-        self._table = FixedBaseTable(base, pk.nsquare, bits)
+            self.generator = (-y * y) % pk.n
+        else:  # supplied (published by someone else): checked, about 0.2 s at 2048 bits
+            self.generator = check_djn_generator(pk, generator)
+        #: h_s = h^n mod n^2, an n-th residue by construction
+        self.base = gmpy2.powmod(self.generator, pk.n, pk.nsquare)
+        self._table = FixedBaseTable(self.base, pk.nsquare, bits)
         self.setup_seconds = time.perf_counter() - t0
 
     def draw_one(self) -> mpz:
         return self._table.pow(secrets.randbits(self.exponent_bits))
 
     def spec(self) -> dict:
-        return {"name": self.name, "exponent_bits": self.exponent_bits, "base": int(self.base)}
+        return {"name": self.name, "exponent_bits": self.exponent_bits, "generator": int(self.generator)}
+
+
+def check_djn_generator(pk: PublicKey, h: int) -> mpz:
+    """h as mpz if it is a usable DJN generator for ``pk`` (module docstring), else raise.
+
+    Refused with :class:`InsecureParameterError`: h outside (1, n - 1), h sharing a
+    factor with n, h of order 2 (gcd(h +- 1, n) > 1), or h whose order mod p or mod q is
+    2^16-smooth (h^M = 1 mod p or q). A random h = -y^2 passes with overwhelming
+    probability; these are the bases that would make R predictable or of small order.
+    """
+    if isinstance(h, bool) or not isinstance(h, int) and not isinstance(h, type(mpz(0))):
+        raise InvalidInputError(f"DJN generator must be an integer, got {type(h).__name__}")
+    h = mpz(h)
+    n = pk.n
+    if not 1 < h < n - 1:
+        raise InsecureParameterError(
+            "DJN generator h must lie in (1, n - 1): h = +-1 gives R = +-1, and h_s = h^n mod n^2 "
+            "is derived from h (pass h in Z*_n, not h_s)"
+        )
+    if any(gmpy2.gcd(v, n) != 1 for v in (h, h - 1, h + 1)):
+        raise InsecureParameterError("DJN generator h shares a factor with n or has order 2 modulo a factor of n")
+    if gmpy2.gcd(gmpy2.powmod(h, _SMOOTH_M, n) - 1, n) != 1:
+        raise InsecureParameterError(
+            f"DJN generator h has an order mod p or q that divides the {_SMOOTH_BOUND}-smooth "
+            "number M (small order): R = h_s^a would take few values"
+        )
+    return h
 
 
 class ObfuscatorPool(Obfuscator):
@@ -227,13 +302,29 @@ class ObfuscatorPool(Obfuscator):
 
 
 def default_obfuscator(key: PublicKey | PrivateKey) -> Obfuscator:
-    """CRT (exact, fastest) for a private key, DJN for a public key. Cached per key."""
+    """CRT (exact, fastest) for a private key, DJN for a public key.
+
+    Cached for the last ``DEFAULT_CACHE_KEYS`` keys only (least recently used first out):
+    each entry holds fixed-base tables of about 16-32 MiB for a 2048-bit key. Callers
+    that encrypt under many keys should build and own their obfuscators instead;
+    :func:`clear_default_obfuscators` empties the cache.
+    """
     cached = _DEFAULT_CACHE.get(id(key))
     if cached is not None and cached[0] is key:
+        _DEFAULT_CACHE.move_to_end(id(key))
         return cached[1]
     obf = CRTObfuscator(key) if isinstance(key, PrivateKey) else DJNObfuscator(key)
     _DEFAULT_CACHE[id(key)] = (key, obf)
+    while len(_DEFAULT_CACHE) > DEFAULT_CACHE_KEYS:
+        _DEFAULT_CACHE.popitem(last=False)
     return obf
 
 
-_DEFAULT_CACHE: dict[int, tuple[object, Obfuscator]] = {}
+def clear_default_obfuscators() -> None:
+    """Drop every cached default obfuscator (and its tables)."""
+    _DEFAULT_CACHE.clear()
+
+
+#: how many keys' default obfuscators :func:`default_obfuscator` keeps
+DEFAULT_CACHE_KEYS = 2
+_DEFAULT_CACHE: OrderedDict[int, tuple[object, Obfuscator]] = OrderedDict()

@@ -12,9 +12,18 @@ values. The only error is quantization (|error| < step = alpha / L per summand).
 
 Layout (:func:`choose_layout`): slot width w = bit_length(2 K L) for the declared
 maximum number of summands K, so no slot can carry into its neighbour while at most K
-summands are absorbed; slots per plaintext k = floor((|n| - 1) / w), so the packed
-integer is < 2^(|n| - 1) <= n. Ciphertexts count absorbed summands and refuse to
-exceed K (:class:`~secagg.errors.HeadroomExceededError`).
+summands are absorbed; each plaintext holds k = floor((|n| - 1) / w) - 1 value slots
+plus one **count slot** (the top one), so the packed integer is < 2^(|n| - 1) <= n.
+
+Count slot. A fresh ciphertext standing for c summands stores c in its count slot;
+homomorphic addition sums the counts with the values, so the decrypted count is the
+true number of summands C the ciphertext absorbed, whatever any public counter says.
+Decoding subtracts C L using that count, and refuses (HeadroomExceededError) when
+C > K (a slot may have carried into its neighbour) or when the ciphertexts of one
+vector disagree. The public ``summands`` counters of :mod:`.vector` refuse additions
+beyond K before they happen; the count slot makes a wrong counter (e.g. one read from
+an untrusted message) detectable instead of a wrong answer. (A client that encrypts
+out-of-range slots on purpose is not caught: that needs range proofs.)
 
 Array work runs in numba kernels (``cache=True``); assembling the big plaintext goes
 through little-endian uint64 limbs and ``int.from_bytes``.
@@ -65,13 +74,15 @@ class PackingLayout:
                 f"{self.precision_bits}-bit values summed {self.max_summands} times need "
                 f"{slot_bits}-bit slots, above {MAX_SLOT_BITS}: lower precision or max_summands"
             )
-        slots = (self.key_bits - 1) // slot_bits
+        slots = (self.key_bits - 1) // slot_bits - 1  # one more slot holds the count
         if slots < 1:
-            raise InvalidInputError(f"a {self.key_bits}-bit key cannot hold one {slot_bits}-bit slot")
+            raise InvalidInputError(
+                f"a {self.key_bits}-bit key cannot hold one {slot_bits}-bit value slot and its count slot"
+            )
         object.__setattr__(self, "level", level)
         object.__setattr__(self, "slot_bits", slot_bits)
         object.__setattr__(self, "slots", slots)
-        object.__setattr__(self, "limbs", -(-slots * slot_bits // 64))
+        object.__setattr__(self, "limbs", -(-(slots + 1) * slot_bits // 64))
 
     @property
     def scale(self) -> float:
@@ -109,22 +120,48 @@ class PackingLayout:
         clipped = _quantize(x, summands * self.clip, self.scale, summands * self.level, u, out)
         return out, int(clipped)
 
-    def pack(self, slot_values: np.ndarray) -> list[int]:
-        """Big plaintext integers, slot i of a plaintext at bits [i w, (i + 1) w)."""
-        limbs = _pack(slot_values, self.slots, self.slot_bits, self.limbs)
+    def pack(self, slot_values: np.ndarray, count: int = 0) -> list[int]:
+        """Big plaintext integers: value slot i at bits [i w, (i + 1) w), ``count`` in the top slot."""
+        rows = slot_values.reshape(-1, self.slots)
+        counted = np.empty((rows.shape[0], self.slots + 1), dtype=np.uint64)
+        counted[:, :-1] = rows
+        counted[:, -1] = count
+        limbs = _pack(counted.ravel(), self.slots + 1, self.slot_bits, self.limbs)
         raw = limbs.tobytes()
         width = self.limbs * 8
         return [int.from_bytes(raw[i:i + width], "little") for i in range(0, len(raw), width)]
 
     def unpack(self, plaintexts: list[int]) -> np.ndarray:
-        """Slot values (uint64) of decrypted plaintexts, in order."""
+        """Value slots (uint64) of decrypted plaintexts, in order."""
+        return self.unpack_counted(plaintexts)[0]
+
+    def unpack_counted(self, plaintexts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(value slots, count slot of each plaintext), both uint64."""
         width = self.limbs * 8
         try:
             raw = b"".join(int(m).to_bytes(width, "little") for m in plaintexts)
         except OverflowError:
             raise HeadroomExceededError("a decrypted plaintext exceeds the packed layout") from None
         limbs = np.frombuffer(raw, dtype=np.uint64).reshape(len(plaintexts), self.limbs)
-        return _unpack(limbs, self.slots, self.slot_bits)
+        slots = _unpack(limbs, self.slots + 1, self.slot_bits).reshape(len(plaintexts), self.slots + 1)
+        return np.ascontiguousarray(slots[:, :-1]).ravel(), slots[:, -1].copy()
+
+    def check_counts(self, counts: np.ndarray) -> int:
+        """The summand count C all count slots agree on; refuses C > K or disagreement."""
+        if counts.size == 0:
+            return 0
+        c = int(counts[0])
+        if np.any(counts != counts[0]):
+            raise HeadroomExceededError(
+                f"the ciphertexts of one vector absorbed different numbers of summands "
+                f"({sorted(set(counts.tolist()))}): they were tampered with or mixed up"
+            )
+        if not 1 <= c <= self.max_summands:
+            raise HeadroomExceededError(
+                f"the ciphertexts absorbed {c} summands (their encrypted count), outside the "
+                f"headroom [1, max_summands={self.max_summands}]: slots may have overflowed"
+            )
+        return c
 
     def slot_sums(self, slot_values: np.ndarray, length: int, summands: int) -> np.ndarray:
         """Exact integer sums of quantized values: slot - C L, checked to lie in [-C L, C L]."""

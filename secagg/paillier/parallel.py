@@ -3,42 +3,47 @@
 Paillier encryptions and decryptions are independent, so they split across processes
 (CPython holds the GIL during gmpy2 calls). Each worker rebuilds the key and the
 obfuscation tables once (initializer); tasks carry plain integers only. Executors are
-cached per (key, obfuscation source, workers) and reused across calls.
+cached per (key, obfuscation source, workers) and reused across calls; the cache holds
+at most ``MAX_EXECUTORS`` of them (least recently used ones are shut down), and
+:func:`close_executors` shuts down those of one key (or all): backends call it from
+their ``close()``.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 
 from gmpy2 import mpz
 
-from ..errors import InvalidInputError
+from ..backend import check_workers
 from .keys import PrivateKey, PublicKey
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
+from .scheme import encrypt_many
 
-_EXECUTORS: dict[tuple, ProcessPoolExecutor] = {}
+__all__ = ["check_workers", "close_executors", "draw_obfuscators", "map_with_key",
+           "parallel_decrypt", "parallel_encrypt"]
+
+#: most process pools kept alive at once (each holds ``workers`` processes)
+MAX_EXECUTORS = 2
+_EXECUTORS: OrderedDict[tuple, ProcessPoolExecutor] = OrderedDict()
 _STATE: dict[str, object] = {}
 
 
-def check_workers(workers: int | None) -> int:
-    if workers is None:
-        return 1
-    if not isinstance(workers, int) or workers < 1:
-        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
-    return workers
-
-
 def _key_numbers(source: Obfuscator) -> tuple:
+    """(n, small-key opt-in) and, for a CRT source, the private numbers."""
+    pk = source.public_key
+    head = (int(pk.n), pk.allow_insecure_small_key)
     if isinstance(source, CRTObfuscator):
         sk = source.private_key
-        return (int(sk.public_key.n), int(sk.p), int(sk.q), sk.p_factors, sk.q_factors)
-    return (int(source.public_key.n),)
+        return (*head, int(sk.p), int(sk.q), sk.p_factors, sk.q_factors)
+    return head
 
 
 def _init(key_numbers: tuple, spec_json: str, private: tuple | None) -> None:
-    pk = PublicKey(mpz(key_numbers[0]))
+    pk = PublicKey(mpz(key_numbers[0]), allow_insecure_small_key=key_numbers[1])
     spec = json.loads(spec_json)
     sk = None
     if private is not None:
@@ -46,7 +51,7 @@ def _init(key_numbers: tuple, spec_json: str, private: tuple | None) -> None:
     if spec["name"] == "crt":
         obf = CRTObfuscator(sk)
     elif spec["name"] == "djn":
-        obf = DJNObfuscator(pk, exponent_bits=spec["exponent_bits"], base=spec["base"])
+        obf = DJNObfuscator(pk, exponent_bits=spec["exponent_bits"], generator=spec["generator"])
     else:
         obf = None
     _STATE.update(pk=pk, sk=sk, obf=obf)
@@ -59,7 +64,22 @@ def _executor(key_numbers: tuple, spec: dict, private: tuple | None, workers: in
     if ex is None:
         ex = ProcessPoolExecutor(workers, initializer=_init, initargs=(key_numbers, spec_json, private))
         _EXECUTORS[cache_key] = ex
+        while len(_EXECUTORS) > MAX_EXECUTORS:
+            _EXECUTORS.popitem(last=False)[1].shutdown(wait=False, cancel_futures=True)
+    _EXECUTORS.move_to_end(cache_key)
     return ex
+
+
+def close_executors(key: PublicKey | PrivateKey | None = None) -> int:
+    """Shut down the cached process pools of ``key`` (all pools if None); return how many."""
+    if key is not None:
+        n = int(key.public_key.n if isinstance(key, PrivateKey) else key.n)
+        doomed = [k for k in _EXECUTORS if k[0] == n]
+    else:
+        doomed = list(_EXECUTORS)
+    for k in doomed:
+        _EXECUTORS.pop(k).shutdown(wait=True, cancel_futures=True)
+    return len(doomed)
 
 
 def _chunks(items: list, workers: int) -> list[list]:
@@ -69,8 +89,7 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 def _task_encrypt(ms: list[int]) -> list[int]:
     pk, obf = _STATE["pk"], _STATE["obf"]
-    n, n2 = pk.n, pk.nsquare
-    return [int((1 + m * n) * r % n2) for m, r in zip(ms, obf.draw(len(ms)))]
+    return [int(c) for c in encrypt_many(pk, [mpz(m) for m in ms], obf.draw(len(ms)))]
 
 
 def _task_draw(count: int) -> list[int]:
@@ -98,8 +117,8 @@ def map_with_key(source: Obfuscator, fn, jobs, workers: int):
     and results stay bounded.
     """
     nums = _key_numbers(source)
-    private = nums[1:] if len(nums) > 1 else None
-    ex = _executor(nums[:1], source.spec(), private, workers)
+    private = nums[2:] if len(nums) > 2 else None
+    ex = _executor(nums[:2], source.spec(), private, workers)
     pending = []
     for job in jobs:
         pending.append(ex.submit(_task_call, (fn, job)))
@@ -112,8 +131,8 @@ def map_with_key(source: Obfuscator, fn, jobs, workers: int):
 def parallel_encrypt(source: Obfuscator, plaintexts: list[int], workers: int) -> list[mpz]:
     """(1 + m n) R mod n^2 for each m, obfuscators drawn inside ``workers`` processes."""
     nums = _key_numbers(source)
-    private = nums[1:] if len(nums) > 1 else None
-    ex = _executor(nums[:1], source.spec(), private, workers)
+    private = nums[2:] if len(nums) > 2 else None
+    ex = _executor(nums[:2], source.spec(), private, workers)
     out: list[mpz] = []
     for part in ex.map(_task_encrypt, _chunks([int(m) for m in plaintexts], workers)):
         out.extend(mpz(c) for c in part)
@@ -122,8 +141,8 @@ def parallel_encrypt(source: Obfuscator, plaintexts: list[int], workers: int) ->
 
 def draw_obfuscators(source: Obfuscator, count: int, workers: int) -> list[mpz]:
     nums = _key_numbers(source)
-    private = nums[1:] if len(nums) > 1 else None
-    ex = _executor(nums[:1], source.spec(), private, workers)
+    private = nums[2:] if len(nums) > 2 else None
+    ex = _executor(nums[:2], source.spec(), private, workers)
     sizes = [len(c) for c in _chunks(list(range(count)), workers)]
     out: list[mpz] = []
     for part in ex.map(_task_draw, sizes):
@@ -133,7 +152,8 @@ def draw_obfuscators(source: Obfuscator, count: int, workers: int) -> list[mpz]:
 
 def parallel_decrypt(sk: PrivateKey, ciphertexts: list[mpz], workers: int) -> list[mpz]:
     private = (int(sk.p), int(sk.q), sk.p_factors, sk.q_factors)
-    ex = _executor((int(sk.public_key.n),), {"name": "decrypt"}, private, workers)
+    head = (int(sk.public_key.n), sk.public_key.allow_insecure_small_key)
+    ex = _executor(head, {"name": "decrypt"}, private, workers)
     out: list[mpz] = []
     for part in ex.map(_task_decrypt, _chunks([int(c) for c in ciphertexts], workers)):
         out.extend(mpz(m) for m in part)

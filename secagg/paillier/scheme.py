@@ -35,7 +35,17 @@ def check_ciphertext(pk: PublicKey, c: int) -> mpz:
 
 def encrypt_with(pk: PublicKey, m: int, obfuscator: mpz) -> mpz:
     """Enc(m; R) = (1 + m n) R mod n^2 for an obfuscator R = r^n mod n^2."""
-    return (1 + check_plaintext(pk, m) * pk.n) * obfuscator % pk.nsquare
+    return encrypt_many(pk, [check_plaintext(pk, m)], [obfuscator])[0]
+
+
+def encrypt_many(pk: PublicKey, plaintexts, obfuscators) -> list[mpz]:
+    """Enc(m_i; R_i) = (1 + m_i n) R_i mod n^2 for plaintexts already in [0, n).
+
+    The one place the encryption formula lives (in-process, worker processes and
+    :func:`encrypt_with` all call it).
+    """
+    n, n2 = pk.n, pk.nsquare
+    return [(1 + m * n) * r % n2 for m, r in zip(plaintexts, obfuscators)]
 
 
 def decrypt(sk: PrivateKey, c: mpz) -> mpz:

@@ -1,21 +1,34 @@
 """Bytes and JSON formats for keys and ciphertext vectors (no pickle).
 
-Binary message: ``b"SPL1"``, one kind byte, then fields in network byte order.
+Binary message: ``b"SPL2"``, one kind byte, then fields in network byte order.
 
 * public key: u16 len + n (big-endian).
 * key reference in a vector message: flag byte 1 + public key (the key once per
   message, never per value), or flag 0 + 32-byte SHA-256 fingerprint of n (the receiver
   supplies the key it expects).
-* EncryptedVector: key ref, i16 exponent, u32 length, u16 len + bound, ciphertexts.
+* EncryptedVector: key ref, i16 exponent, u32 length, ciphertexts.
 * PackedEncryptedVector: key ref, f64 clip, u8 precision bits, u32 max summands,
-  u32 length, u32 summands, ciphertexts.
+  u32 length, ciphertexts.
 * ciphertexts: fixed width (bytes of n^2) big-endian, concatenated.
 * private key: public key, p, q, and the prime factors of p - 1 and q - 1 (count 0 when
   unknown). Keep private-key bytes secret.
 
-JSON mirrors the same fields (integers as hex strings, ciphertexts as one base64 blob).
-Every loader checks lengths, trailing data, parameter ranges and that every ciphertext
-lies in Z*_{n^2}; violations raise :class:`MalformedMessageError`.
+JSON mirrors the same fields (integers as hex strings, ciphertexts as one base64 blob);
+unknown or missing fields are refused.
+
+No correctness counter travels on the wire (format 2; format 1 carried a ``bound`` and
+a ``summands`` count that loaders trusted). A loaded vector counts as the most a fresh
+upload under its parameters may hold: ``bound = max_int`` for an EncryptedVector,
+``summands = layout.max_summands`` for a packed one, so it decrypts but cannot be
+added to. A receiver that knows better, e.g. a server that fixed each client's clip
+and weight, states it with ``bound=`` / ``summands=``; it then counts what it adds
+itself. Packed ciphertexts also carry their true summand count inside the plaintext
+(:mod:`.packing`), so a wrong statement is caught at decryption, never decoded.
+
+Every loader checks lengths, trailing data, parameter ranges, the key size (see
+:class:`~.keys.PublicKey`; ``allow_insecure_small_key`` is the test-only opt-in) and
+that every ciphertext lies in Z*_{n^2}; violations raise :class:`MalformedMessageError`
+(:class:`InsecureParameterError` for a small key).
 """
 
 from __future__ import annotations
@@ -28,42 +41,17 @@ import struct
 import gmpy2
 from gmpy2 import mpz
 
-from ..errors import KeyMismatchError, MalformedMessageError, SecaggError
+from ..errors import InsecureParameterError, KeyMismatchError, MalformedMessageError, SecaggError
+from ..wire import Reader
 from .keys import PrivateKey, PublicKey
 from .packing import PackingLayout
 from .vector import EncryptedVector, PackedEncryptedVector
 
-MAGIC = b"SPL1"
-FORMAT = "secagg.paillier/1"
+MAGIC = b"SPL2"
+FORMAT = "secagg.paillier/2"
 KIND_PUBLIC, KIND_PRIVATE, KIND_VECTOR, KIND_PACKED = 1, 2, 3, 4
 _KIND_NAMES = {KIND_PUBLIC: "PublicKey", KIND_PRIVATE: "PrivateKey",
                KIND_VECTOR: "EncryptedVector", KIND_PACKED: "PackedEncryptedVector"}
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MalformedMessageError(f"expected bytes, got {type(data).__name__}")
-        self.data = bytes(data)
-        self.pos = 0
-
-    def take(self, k: int) -> bytes:
-        if self.pos + k > len(self.data):
-            raise MalformedMessageError("message truncated")
-        out = self.data[self.pos:self.pos + k]
-        self.pos += k
-        return out
-
-    def unpack(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def big(self) -> mpz:
-        (k,) = self.unpack(">H")
-        return mpz(int.from_bytes(self.take(k), "big"))
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise MalformedMessageError(f"{len(self.data) - self.pos} trailing bytes after the message")
 
 
 def _big(x: int) -> bytes:
@@ -73,10 +61,10 @@ def _big(x: int) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def _header(data: _Reader, expected: tuple[int, ...]) -> int:
-    if data.take(4) != MAGIC:
+def _header(data: Reader, expected: tuple[int, ...]) -> int:
+    if data.take(4, "magic") != MAGIC:
         raise MalformedMessageError("not a secagg.paillier message (bad magic)")
-    (kind,) = data.unpack(">B")
+    kind = data.u8("kind")
     if kind not in expected:
         raise MalformedMessageError(
             f"expected {[_KIND_NAMES[k] for k in expected]}, got kind {_KIND_NAMES.get(kind, kind)}"
@@ -91,7 +79,7 @@ def _guard(fn):
         try:
             return fn(*args, **kwargs)
         except SecaggError as exc:
-            if isinstance(exc, MalformedMessageError | KeyMismatchError):
+            if isinstance(exc, MalformedMessageError | KeyMismatchError | InsecureParameterError):
                 raise
             raise MalformedMessageError(f"invalid message: {exc}") from exc
         except (ValueError, TypeError, KeyError, struct.error, binascii.Error, OverflowError) as exc:
@@ -109,10 +97,10 @@ def public_key_to_bytes(pk: PublicKey) -> bytes:
 
 
 @_guard
-def public_key_from_bytes(data: bytes) -> PublicKey:
-    r = _Reader(data)
+def public_key_from_bytes(data: bytes, *, allow_insecure_small_key: bool = False) -> PublicKey:
+    r = Reader(data, "PublicKey")
     _header(r, (KIND_PUBLIC,))
-    pk = PublicKey(r.big())
+    pk = PublicKey(mpz(r.big("n")), allow_insecure_small_key=allow_insecure_small_key)
     r.done()
     return pk
 
@@ -127,15 +115,15 @@ def private_key_to_bytes(sk: PrivateKey) -> bytes:
 
 
 @_guard
-def private_key_from_bytes(data: bytes) -> PrivateKey:
-    r = _Reader(data)
+def private_key_from_bytes(data: bytes, *, allow_insecure_small_key: bool = False) -> PrivateKey:
+    r = Reader(data, "PrivateKey")
     _header(r, (KIND_PRIVATE,))
-    pk = PublicKey(r.big())
-    p, q = r.big(), r.big()
+    pk = PublicKey(mpz(r.big("n")), allow_insecure_small_key=allow_insecure_small_key)
+    p, q = mpz(r.big("p")), mpz(r.big("q"))
     factor_lists = []
     for _ in range(2):
-        (count,) = r.unpack(">H")
-        factor_lists.append(tuple(int(r.big()) for _ in range(count)) or None)
+        count = r.u16("factor count")
+        factor_lists.append(tuple(r.big("factor") for _ in range(count)) or None)
     r.done()
     return PrivateKey(pk, p, q, factor_lists[0], factor_lists[1])
 
@@ -145,9 +133,9 @@ def public_key_to_json(pk: PublicKey) -> str:
 
 
 @_guard
-def public_key_from_json(text: str) -> PublicKey:
-    d = _load_json(text, "PublicKey")
-    return PublicKey(_unhex(d["n"]))
+def public_key_from_json(text: str, *, allow_insecure_small_key: bool = False) -> PublicKey:
+    d = _load_json(text, "PublicKey", ("n",))
+    return PublicKey(_unhex(d["n"]), allow_insecure_small_key=allow_insecure_small_key)
 
 
 def private_key_to_json(sk: PrivateKey) -> str:
@@ -160,9 +148,9 @@ def private_key_to_json(sk: PrivateKey) -> str:
 
 
 @_guard
-def private_key_from_json(text: str) -> PrivateKey:
-    d = _load_json(text, "PrivateKey")
-    pk = PublicKey(_unhex(d["n"]))
+def private_key_from_json(text: str, *, allow_insecure_small_key: bool = False) -> PrivateKey:
+    d = _load_json(text, "PrivateKey", ("n", "p", "q", "p_factors", "q_factors"))
+    pk = PublicKey(_unhex(d["n"]), allow_insecure_small_key=allow_insecure_small_key)
     pf = tuple(int(_unhex(f)) for f in d["p_factors"]) if d["p_factors"] else None
     qf = tuple(int(_unhex(f)) for f in d["q_factors"]) if d["q_factors"] else None
     return PrivateKey(pk, _unhex(d["p"]), _unhex(d["q"]), pf, qf)
@@ -211,15 +199,12 @@ def _key_ref(pk: PublicKey, include_key: bool) -> bytes:
     return b"\x00" + pk.fingerprint
 
 
-def _read_key_ref(r: _Reader, expected: PublicKey | None) -> PublicKey:
-    (flag,) = r.unpack(">B")
+def _read_key_ref(r: Reader, expected: PublicKey | None, allow_insecure_small_key: bool) -> PublicKey:
+    flag = r.u8("key flag")
     if flag == 1:
-        pk = PublicKey(r.big())
-        if expected is not None:
-            expected.require_same(pk, "message and expected key")
-        return pk
+        return _message_key(mpz(r.big("n")), expected, allow_insecure_small_key)
     if flag == 0:
-        fp = r.take(32)
+        fp = r.take(32, "key fingerprint")
         if expected is None:
             raise MalformedMessageError("message names its key by fingerprint: pass public_key=")
         if fp != expected.fingerprint:
@@ -228,68 +213,115 @@ def _read_key_ref(r: _Reader, expected: PublicKey | None) -> PublicKey:
     raise MalformedMessageError(f"bad key flag {flag}")
 
 
+def _message_key(n: mpz, expected: PublicKey | None, allow_insecure_small_key: bool) -> PublicKey:
+    """The key a message names in full: ``expected`` if given (must match), else n checked."""
+    if expected is not None:
+        if n != expected.n:
+            raise KeyMismatchError("message was encrypted under a different key")
+        return expected
+    return PublicKey(n, allow_insecure_small_key=allow_insecure_small_key)
+
+
 def vector_to_bytes(v: EncryptedVector | PackedEncryptedVector, *, include_key: bool = True) -> bytes:
     pk = v.public_key
     if isinstance(v, EncryptedVector):
         head = bytes([KIND_VECTOR]) + _key_ref(pk, include_key)
-        head += struct.pack(">hI", v.exponent, len(v)) + _big(v.bound)
+        head += struct.pack(">hI", v.exponent, len(v))
     else:
         lay = v.layout
         head = bytes([KIND_PACKED]) + _key_ref(pk, include_key)
-        head += struct.pack(">dBIII", lay.clip, lay.precision_bits, lay.max_summands, v.length, v.summands)
+        head += struct.pack(">dBII", lay.clip, lay.precision_bits, lay.max_summands, v.length)
     return MAGIC + head + ciphertexts_to_bytes(pk, v.ciphertexts)
 
 
 @_guard
-def vector_from_bytes(data: bytes, public_key: PublicKey | None = None, *, check_group: bool = True):
+def vector_from_bytes(
+    data: bytes,
+    public_key: PublicKey | None = None,
+    *,
+    check_group: bool = True,
+    bound: int | None = None,
+    summands: int | None = None,
+    allow_insecure_small_key: bool = False,
+):
     """Load an EncryptedVector or PackedEncryptedVector; ``public_key`` is checked if given.
 
+    ``bound`` (EncryptedVector) and ``summands`` (packed) are what the *receiver* vouches
+    the message holds; by default the most a fresh upload may hold (module docstring).
     ``check_group=False`` skips the Z*_{n^2} membership test (range is still checked);
     the caller must then run :func:`check_group_membership` on the result or its sum.
     """
-    r = _Reader(data)
+    r = Reader(data, "ciphertext vector")
     kind = _header(r, (KIND_VECTOR, KIND_PACKED))
-    pk = _read_key_ref(r, public_key)
+    pk = _read_key_ref(r, public_key, allow_insecure_small_key)
     if kind == KIND_VECTOR:
-        exponent, length = r.unpack(">hI")
-        bound = r.big()
-        cts = ciphertexts_from_bytes(pk, r.data[r.pos:], length, check_group=check_group)
-        return EncryptedVector(pk, cts, exponent, int(bound))
-    clip, bits, max_summands, length, summands = r.unpack(">dBIII")
+        exponent, length = r.unpack(">hI", "exponent, length")
+        cts = ciphertexts_from_bytes(pk, r.rest(), length, check_group=check_group)
+        return _vector(pk, cts, exponent, bound, summands)
+    clip, bits, max_summands, length = r.unpack(">dBII", "layout, length")
     layout = PackingLayout(clip, bits, max_summands, pk.bits)
-    cts = ciphertexts_from_bytes(pk, r.data[r.pos:], layout.ciphertexts_for(length), check_group=check_group)
-    return PackedEncryptedVector(pk, cts, layout, length, summands)
+    cts = ciphertexts_from_bytes(pk, r.rest(), layout.ciphertexts_for(length), check_group=check_group)
+    return _packed(pk, cts, layout, length, bound, summands)
+
+
+def _vector(pk, cts, exponent, bound, summands) -> EncryptedVector:
+    if summands is not None:
+        raise MalformedMessageError("summands= applies to packed vectors; this is an EncryptedVector")
+    return EncryptedVector(pk, cts, exponent, int(pk.max_int) if bound is None else bound)
+
+
+def _packed(pk, cts, layout, length, bound, summands) -> PackedEncryptedVector:
+    if bound is not None:
+        raise MalformedMessageError("bound= applies to EncryptedVector; this is a packed vector")
+    count = layout.max_summands if summands is None else summands
+    return PackedEncryptedVector(pk, cts, layout, length, count)
 
 
 def vector_to_json(v: EncryptedVector | PackedEncryptedVector) -> str:
     pk = v.public_key
     d = {"format": FORMAT, "public_key": {"n": _hex(pk.n)}}
     if isinstance(v, EncryptedVector):
-        d.update(kind="EncryptedVector", exponent=v.exponent, length=len(v), bound=_hex(v.bound))
+        d.update(kind="EncryptedVector", exponent=v.exponent, length=len(v))
     else:
         lay = v.layout
-        d.update(kind="PackedEncryptedVector", length=v.length, summands=v.summands,
+        d.update(kind="PackedEncryptedVector", length=v.length,
                  layout={"clip": lay.clip, "precision_bits": lay.precision_bits,
                          "max_summands": lay.max_summands})
     d["ciphertexts"] = base64.b64encode(ciphertexts_to_bytes(pk, v.ciphertexts)).decode("ascii")
     return json.dumps(d)
 
 
+_VECTOR_FIELDS = {
+    "EncryptedVector": ("public_key", "exponent", "length", "ciphertexts"),
+    "PackedEncryptedVector": ("public_key", "layout", "length", "ciphertexts"),
+}
+
+
 @_guard
-def vector_from_json(text: str, public_key: PublicKey | None = None):
-    d = _load_json(text, ("EncryptedVector", "PackedEncryptedVector"))
-    pk = PublicKey(_unhex(d["public_key"]["n"]))
-    if public_key is not None:
-        public_key.require_same(pk, "message and expected key")
+def vector_from_json(
+    text: str,
+    public_key: PublicKey | None = None,
+    *,
+    bound: int | None = None,
+    summands: int | None = None,
+    allow_insecure_small_key: bool = False,
+):
+    """JSON twin of :func:`vector_from_bytes` (same checks, same receiver-side counts)."""
+    d = _load_json(text, tuple(_VECTOR_FIELDS), fields=_VECTOR_FIELDS)
+    _fields(d["public_key"], ("n",), "public_key")
+    pk = _message_key(_unhex(d["public_key"]["n"]), public_key, allow_insecure_small_key)
     raw = base64.b64decode(d["ciphertexts"], validate=True)
-    length = _int(d["length"])
+    length = _count(d["length"], "length")
     if d["kind"] == "EncryptedVector":
         cts = ciphertexts_from_bytes(pk, raw, length)
-        return EncryptedVector(pk, cts, _int(d["exponent"]), int(_unhex(d["bound"])))
-    lay = d["layout"]
-    layout = PackingLayout(float(lay["clip"]), _int(lay["precision_bits"]), _int(lay["max_summands"]), pk.bits)
+        return _vector(pk, cts, _int(d["exponent"]), bound, summands)
+    lay = _fields(d["layout"], ("clip", "precision_bits", "max_summands"), "layout")
+    if isinstance(lay["clip"], bool) or not isinstance(lay["clip"], int | float):
+        raise MalformedMessageError(f"layout clip must be a number, got {lay['clip']!r}")
+    layout = PackingLayout(float(lay["clip"]), _count(lay["precision_bits"], "precision_bits"),
+                           _count(lay["max_summands"], "max_summands"), pk.bits)
     cts = ciphertexts_from_bytes(pk, raw, layout.ciphertexts_for(length))
-    return PackedEncryptedVector(pk, cts, layout, length, _int(d["summands"]))
+    return _packed(pk, cts, layout, length, bound, summands)
 
 
 def _hex(x: int) -> str:
@@ -303,12 +335,28 @@ def _unhex(s) -> mpz:
 
 
 def _int(x) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or x < -(2**31) or x >= 2**32:
-        raise MalformedMessageError(f"expected a 32-bit integer, got {x!r}")
+    if isinstance(x, bool) or not isinstance(x, int) or x < -(2**15) or x >= 2**15:
+        raise MalformedMessageError(f"expected a 16-bit signed integer, got {x!r}")
     return x
 
 
-def _load_json(text: str, kinds) -> dict:
+def _count(x, what: str) -> int:
+    """A non-negative 32-bit integer field (as the binary format's u32)."""
+    if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**32:
+        raise MalformedMessageError(f"{what} must be an integer in [0, 2^32), got {x!r}")
+    return x
+
+
+def _fields(d, names: tuple[str, ...], what: str) -> dict:
+    """``d`` as a JSON object with exactly the fields ``names``."""
+    if not isinstance(d, dict) or set(d) != set(names):
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise MalformedMessageError(f"{what} must have exactly the fields {sorted(names)}, got {got}")
+    return d
+
+
+def _load_json(text: str, kinds, fields=None) -> dict:
+    """A ``FORMAT`` object of one of ``kinds`` with exactly its fields (plus format, kind)."""
     try:
         d = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
@@ -316,4 +364,7 @@ def _load_json(text: str, kinds) -> dict:
     kinds = (kinds,) if isinstance(kinds, str) else kinds
     if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("kind") not in kinds:
         raise MalformedMessageError(f"expected a {FORMAT} {'/'.join(kinds)} object")
+    if fields is not None:
+        names = fields if isinstance(fields, tuple) else fields[d["kind"]]
+        _fields(d, ("format", "kind", *names), d["kind"])
     return d

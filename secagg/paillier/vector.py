@@ -9,9 +9,16 @@ sum). Both track a public bound that makes overflow an error instead of a silent
   would exceed max_int = n // 3 - 1 raise :class:`HeadroomExceededError`.
 * PackedEncryptedVector: ``summands`` = how many summands the ciphertexts absorbed
   (scalar multiplication by k counts k); exceeding ``layout.max_summands`` raises.
+  The true count also travels inside the ciphertexts (the layout's count slot) and is
+  what decryption uses, so a wrong public counter is refused, never decoded.
+
+Both counters are kept by the party holding the object: they count what it encrypted
+or added itself. Nothing read from a message sets them (see :mod:`.serialization`).
 """
 
 from __future__ import annotations
+
+import math
 
 import gmpy2
 import numpy as np
@@ -19,7 +26,7 @@ from gmpy2 import mpz
 
 from ..errors import HeadroomExceededError, InvalidInputError, KeyMismatchError
 from . import scheme
-from .codec import FixedPointCodec
+from .codec import BASE, FixedPointCodec
 from .keys import PrivateKey, PublicKey
 from .obfuscation import Obfuscator, default_obfuscator
 from .packing import PackingLayout
@@ -48,8 +55,7 @@ def encrypt_integers(
     w = check_workers(workers)
     if w > 1 and obf.name in ("crt", "djn") and len(plaintexts) >= 2 * w:
         return parallel_encrypt(obf, plaintexts, w)
-    n, n2 = pk.n, pk.nsquare
-    return [(1 + m * n) * r % n2 for m, r in zip(plaintexts, obf.draw(len(plaintexts)))]
+    return scheme.encrypt_many(pk, plaintexts, obf.draw(len(plaintexts)))
 
 
 def decrypt_integers(sk: PrivateKey, ciphertexts: list[mpz], *, workers: int | None = None) -> list[mpz]:
@@ -94,16 +100,18 @@ class _Serializable:
         return vector_to_json(self)
 
     @staticmethod
-    def from_bytes(data: bytes, public_key: PublicKey | None = None):
+    def from_bytes(data: bytes, public_key: PublicKey | None = None, **options):
+        """:func:`.serialization.vector_from_bytes` (``bound=``, ``summands=``, ... as there)."""
         from .serialization import vector_from_bytes
 
-        return vector_from_bytes(data, public_key)
+        return vector_from_bytes(data, public_key, **options)
 
     @staticmethod
-    def from_json(text: str, public_key: PublicKey | None = None):
+    def from_json(text: str, public_key: PublicKey | None = None, **options):
+        """:func:`.serialization.vector_from_json` (``bound=``, ``summands=``, ... as there)."""
         from .serialization import vector_from_json
 
-        return vector_from_json(text, public_key)
+        return vector_from_json(text, public_key, **options)
 
 
 class EncryptedVector(_Serializable):
@@ -114,7 +122,9 @@ class EncryptedVector(_Serializable):
     def __init__(self, public_key: PublicKey, ciphertexts: list[mpz], exponent: int, bound: int) -> None:
         self.public_key = public_key
         self.ciphertexts = ciphertexts
-        self.exponent = int(exponent)
+        self.exponent = int(FixedPointCodec(exponent).exponent)  # checks [-64, 0]
+        if isinstance(bound, bool) or not isinstance(bound, int | np.integer) or bound < 0:
+            raise InvalidInputError(f"bound must be an integer >= 0, got {bound!r}")
         self.bound = int(bound)
         if self.bound > public_key.max_int:
             raise HeadroomExceededError(
@@ -242,24 +252,51 @@ class EncryptedVector(_Serializable):
         return [paillier.EncryptedNumber(phe_pk, int(c), self.exponent) for c in self.ciphertexts]
 
     @classmethod
-    def from_phe(cls, numbers: list) -> EncryptedVector:
-        """Import phe ``EncryptedNumber`` objects; exponents are aligned to the smallest.
+    def from_phe(
+        cls, numbers: list, *, max_abs: float | None = None, allow_insecure_small_key: bool = False
+    ) -> EncryptedVector:
+        """Import phe ``EncryptedNumber`` objects of one key, refusing what would not decrypt.
 
-        The bound is the conservative max_int of phe's codec, so further additions are
-        refused (phe gives no tighter public bound); decrypting works.
+        Our codec supports exponents in [-64, 0]: numbers outside are refused
+        (:class:`InvalidInputError`). Numbers that share one exponent convert as they
+        are; the bound is phe's max_int (phe gives no tighter public bound), so they
+        decrypt but take no further additions. Different exponents need alignment to
+        the smallest, which multiplies a plaintext by 16^k and could wrap mod n for a
+        large one: it is done only when the caller states ``max_abs`` >= |every value|
+        and max_abs * 16^(-exponent) fits max_int, and the bound is then that product.
         """
         if not numbers:
             raise InvalidInputError("no phe numbers given")
-        pk = PublicKey.from_phe(numbers[0].public_key)
-        exponent = min(x.exponent for x in numbers)
+        pk = PublicKey.from_phe(numbers[0].public_key, allow_insecure_small_key=allow_insecure_small_key)
+        exponents = sorted({x.exponent for x in numbers})
+        if not (-64 <= exponents[0] and exponents[-1] <= 0):
+            raise InvalidInputError(
+                f"phe exponents {exponents[0]}..{exponents[-1]} lie outside [-64, 0], the range "
+                "our fixed-point codec decodes; re-encode those values with a precision in range"
+            )
+        exponent = exponents[0]
+        bound = int(pk.max_int)
+        if max_abs is not None:
+            if not (isinstance(max_abs, int | float) and math.isfinite(max_abs) and max_abs >= 0):
+                raise InvalidInputError(f"max_abs must be a finite number >= 0, got {max_abs!r}")
+            bound = math.floor(max_abs * BASE ** -exponent) + 1  # + 1: phe rounds to the grid
+            if bound > pk.max_int:
+                raise HeadroomExceededError(
+                    f"values up to {max_abs} at exponent {exponent} exceed max_int = n // 3 - 1"
+                )
+        elif len(exponents) > 1:
+            raise InvalidInputError(
+                f"phe numbers have different exponents {exponents}: aligning them multiplies "
+                "plaintexts by powers of 16, which may wrap mod n; pass max_abs= (a bound on "
+                "|value|) to align safely, or convert numbers that share one exponent"
+            )
         cts = []
         for x in numbers:
             if x.public_key != numbers[0].public_key:
                 raise KeyMismatchError("phe numbers belong to different keys")
             aligned = x.decrease_exponent_to(exponent) if x.exponent != exponent else x
             cts.append(scheme.check_ciphertext(pk, aligned.ciphertext(be_secure=False)))
-        return cls(pk, cts, exponent, int(pk.max_int))
-
+        return cls(pk, cts, exponent, bound)
 
 
 class PackedEncryptedVector(_Serializable):
@@ -277,6 +314,8 @@ class PackedEncryptedVector(_Serializable):
             raise InvalidInputError(
                 f"{length} values need {layout.ciphertexts_for(length)} ciphertexts, got {len(ciphertexts)}"
             )
+        if isinstance(summands, bool) or not isinstance(summands, int | np.integer):
+            raise InvalidInputError(f"summands must be an integer, got {summands!r}")
         if not 1 <= summands <= layout.max_summands:
             raise HeadroomExceededError(
                 f"ciphertexts would hold {summands} summands, above the declared headroom "
@@ -319,15 +358,26 @@ class PackedEncryptedVector(_Serializable):
             raise KeyMismatchError(f"layout is for {layout.key_bits}-bit keys, key has {pk.bits}")
         slots, clipped = layout.quantize(values, summands)
         length = int(np.shape(values)[0])
-        cts = encrypt_integers(key, layout.pack(slots), obfuscator=obfuscator, workers=workers)
+        cts = encrypt_integers(key, layout.pack(slots, summands), obfuscator=obfuscator, workers=workers)
         return cls(pk, cts, layout, length, summands, clipped)
 
     def decrypt_integers(self, sk: PrivateKey, *, workers: int | None = None) -> np.ndarray:
-        """Exact per-slot sums of the quantized values (int64)."""
+        """Exact per-slot sums of the quantized values (int64), decoded with the encrypted count.
+
+        Raises :class:`HeadroomExceededError` when the count slots say the ciphertexts
+        absorbed more than ``layout.max_summands`` summands (or disagree), or more than
+        this object's own counter allows: a counter was wrong, the sum is not decoded.
+        """
         _check_private(sk, self.public_key)
         plain = decrypt_integers(sk, self.ciphertexts, workers=workers)
-        slots = self.layout.unpack(plain)
-        return self.layout.slot_sums(slots, self.length, self.summands)
+        slots, counts = self.layout.unpack_counted(plain)
+        true_count = self.layout.check_counts(counts)
+        if true_count > self.summands:
+            raise HeadroomExceededError(
+                f"the ciphertexts absorbed {true_count} summands, more than the {self.summands} "
+                "counted for them: a summand count was understated (e.g. by a forged message)"
+            )
+        return self.layout.slot_sums(slots, self.length, true_count or self.summands)
 
     def decrypt(self, sk: PrivateKey, *, workers: int | None = None) -> np.ndarray:
         """Sum of the encrypted float vectors, up to quantization error (<= summands * step)."""
