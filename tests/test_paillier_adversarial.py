@@ -315,7 +315,7 @@ def test_every_phe_ciphertext_decrypts_like_phe_or_is_refused(keys, values, prec
 
 @pytest.mark.parametrize("weights", [{0: 5e-324, 1: 5e-324}, {0: 1e-310, 1: 0.0}, {0: 1.5, 1: 1e-12}])
 def test_unrepresentable_weights_raise_our_error(weights):
-    q = importlib.import_module("secagg.masking.quantize")
+    q = importlib.import_module("secagg.backend")
     with pytest.raises(InvalidInputError):
         q.integer_weights(weights)
     with pytest.raises(InvalidInputError):
@@ -325,7 +325,7 @@ def test_unrepresentable_weights_raise_our_error(weights):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0.0, 1e300, allow_subnormal=True), min_size=1, max_size=5))
 def test_integer_weights_never_overflow(ws):
-    q = importlib.import_module("secagg.masking.quantize")
+    q = importlib.import_module("secagg.backend")
     weights = dict(enumerate(ws))
     try:
         w_int, scale = q.integer_weights(weights)

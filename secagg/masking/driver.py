@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import errors
+from ..backend import check_workers
 from ..errors import InvalidInputError
 from . import messages as m
 from . import primitives as pr
@@ -101,8 +102,7 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
         raise InvalidInputError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
     if set(inputs) != set(config.clients):
         raise InvalidInputError("inputs must have exactly one vector per client of the config")
-    if not isinstance(workers, int) or workers < 1:
-        raise InvalidInputError(f"workers must be an integer >= 1, got {workers!r}")
+    check_workers(workers)
     pki = None
     idkeys: dict[int, bytes] = {}
     if config.active:

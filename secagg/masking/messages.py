@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MalformedMessageError
+from ..wire import Reader
 from .primitives import COMMIT_BYTES, KEY_BYTES, LABEL_CONSISTENCY, SIG_BYTES
 from .shamir import SHARE_BYTES
 
@@ -45,71 +46,14 @@ SHARE_SELF_SEED = 0  #: share of b_u (owner survived)
 SHARE_MASK_KEY = 1  #: share of s_u^SK (owner dropped after sharing keys)
 
 
-class _Reader:
-    def __init__(self, data: bytes, what: str) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MalformedMessageError(f"{what}: expected bytes, got {type(data).__name__}")
-        self.data = memoryview(data).cast("B")  # no copy of a multi-megabyte message
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int, field_name: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise MalformedMessageError(
-                f"{self.what}: truncated reading {field_name} ({n} bytes at offset {self.pos}, "
-                f"message has {len(self.data)})"
-            )
-        out = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
-        return out
-
-    def u8(self, name: str) -> int:
-        return self.take(1, name)[0]
-
-    def u32(self, name: str) -> int:
-        return struct.unpack(">I", self.take(4, name))[0]
-
-    def u64(self, name: str) -> int:
-        return struct.unpack(">Q", self.take(8, name))[0]
-
-    def count(self, name: str, item_size: int) -> int:
-        n = self.u32(name)
-        if n * item_size > len(self.data) - self.pos:
-            raise MalformedMessageError(
-                f"{self.what}: {name}={n} items of >= {item_size} bytes exceed the "
-                f"{len(self.data) - self.pos} bytes left"
-            )
-        return n
-
-    def blob(self, name: str) -> bytes:
-        return self.take(self.count(name, 1), name)
-
-    def blob_view(self, name: str) -> memoryview:
-        """A length-prefixed field as a zero-copy view (for multi-megabyte vectors)."""
-        n = self.count(name, 1)  # checked against the bytes left
-        self.pos += n
-        return self.data[self.pos - n:self.pos]
-
-    def ids(self, name: str) -> list[int]:
-        n = self.count(name, 4)
-        out = list(struct.unpack(f">{n}I", self.take(4 * n, name)))
-        if len(set(out)) != n:
-            raise MalformedMessageError(f"{self.what}: duplicate client id in {name}")
-        return out
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise MalformedMessageError(
-                f"{self.what}: {len(self.data) - self.pos} unexpected trailing bytes"
-            )
 
 
 def _header(mtype: int) -> bytes:
     return MAGIC + bytes([VERSION, mtype])
 
 
-def _open(data: bytes, mtype: int, what: str) -> _Reader:
-    r = _Reader(data, what)
+def _open(data: bytes, mtype: int, what: str) -> Reader:
+    r = Reader(data, what)
     magic = r.take(2, "magic")
     if magic != MAGIC:
         raise MalformedMessageError(f"{what}: bad magic {magic!r} (not a SecAgg message)")
@@ -124,7 +68,7 @@ def _open(data: bytes, mtype: int, what: str) -> _Reader:
 
 def message_type(data: bytes) -> int:
     """The type byte of a message (after checking magic and version)."""
-    r = _Reader(data, "message")
+    r = Reader(data, "message")
     if r.take(2, "magic") != MAGIC:
         raise MalformedMessageError("bad magic: not a SecAgg message")
     if r.u8("version") != VERSION:
@@ -227,7 +171,7 @@ class AdvertiseKeys:
         return _header(T_ADVERTISE) + self.config_digest + self.entry()
 
     @classmethod
-    def read_entry(cls, r: _Reader, digest: bytes) -> AdvertiseKeys:
+    def read_entry(cls, r: Reader, digest: bytes) -> AdvertiseKeys:
         sender = r.u32("sender")
         c_pk, s_pk = r.take(KEY_BYTES, "c_pk"), r.take(KEY_BYTES, "s_pk")
         commit = r.take(COMMIT_BYTES, "seed_commit")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..backend import integer_weights  # noqa: F401  (moved there; re-exported for old imports)
 from ..errors import HeadroomExceededError, InvalidInputError
 from .primitives import CtrStream, word_dtype
 from .vectors import CHUNK
