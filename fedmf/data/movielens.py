@@ -7,6 +7,7 @@ Lookup order for a dataset directory (``ml-100k`` or ``ml-1m``):
 3. a download of the official GroupLens archive into that cache, checked against the
    MD5 sum GroupLens publishes next to it, unpacked into a temporary folder and moved
    into place with one atomic rename (an interrupted download leaves no half cache).
+   Setting ``FEDMF_OFFLINE=1`` disables this step (no network access at all).
 
 Parsing is strict: every line must have the expected fields, ids and ratings in
 range, and the row count must match the published size of the file. A corrupt or
@@ -71,6 +72,11 @@ def cache_dir() -> Path:
     return Path(base) / "fedmf"
 
 
+def offline() -> bool:
+    """True when ``FEDMF_OFFLINE`` is set to a non-empty value other than ``0``: never download."""
+    return os.environ.get("FEDMF_OFFLINE", "") not in ("", "0")
+
+
 def _candidates(name: str) -> list[Path]:
     places = []
     if os.environ.get("FEDMF_DATA"):
@@ -86,7 +92,9 @@ def locate(name: str, *, download: bool = True) -> Path:
     for place in places:
         if (place / spec.ratings_file).is_file():
             return place
-    if download:
+    if download and offline():
+        reason = "download was disabled (FEDMF_OFFLINE is set)"
+    elif download:
         try:
             return _download(name, spec)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
