@@ -47,6 +47,7 @@ from fedmf.masked import (
 )
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
+from fedmf.warmup import warm_numba_kernels
 from secagg import make_backend
 from secagg.errors import InvalidInputError
 
@@ -374,6 +375,7 @@ def main(argv=None) -> dict:
         "trade_off": curve,
     }
     if not args.skip_cost:
+        warm_numba_kernels()  # compile / load time stays out of the first cost run
         encrypted = make_backend("paillier_packed", **key)
         median_fitted = int(np.median(np.bincount(split.train.users, minlength=split.train.n_users)))
         result["cost"] = cost(split, dataset, encrypted, mask_model, cost_users, cost_rounds, repeats,
