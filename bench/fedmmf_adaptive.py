@@ -36,15 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from fedmf.data import load_split, random_holdout, synthetic_ratings
-from fedmf.masked import (
-    MaskedRunConfig,
-    PublicPrior,
-    make_masks,
-    mask_leakage,
-    refit_private,
-    test_rmse,
-    train_masked,
-)
+from attacks.leakage import mask_leakage
+from attacks.masked_experiment import MaskedRunConfig, make_masks, public_prior, train_masked
+from fedmf.masked import refit_private, test_rmse
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
 from fedmf.warmup import warm_numba_kernels
@@ -330,9 +324,9 @@ def main(argv=None) -> dict:
                  ("bias", 0.0, None, 0.35, False), ("mf", 0.0, None, 0.35, False),
                  ("ridge", 1.5, None, 0.35, True), ("ridge", 2.0, None, 0.35, True)]
         extra += [("ridge", 0.1, scale, 0.35, True) for scale in ((0.03, 0.06), SELECTIVE[1], (0.015, 0.025))]
-    prior = PublicPrior.from_ratings(split.train.ratings)
+    prior = public_prior(split)
     common = dict(mask_model=mask_model, rounds=rounds)
-    mask_only = _run(split, make_backend("plain"), dataset, **common)
+    mask_only = _run(split, make_backend("plain", record_view=True), dataset, **common)
     audit = _run(split, make_backend("plain"), dataset, policy="audit", compare_plain=False, **common)
     audit_exact = _run(split, make_backend("plain"), dataset, policy="audit", audit_metrics=("exact",),
                        compare_plain=False, **common)

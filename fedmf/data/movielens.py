@@ -37,6 +37,7 @@ class _Spec:
     md5: str  # published by GroupLens at <url>.md5
     ratings_file: str
     separator: str
+    rating_scale: tuple[float, float]  # whole stars, as the GroupLens README defines
     expected_rows: dict[str, int]  # file name -> number of rating rows
 
 
@@ -46,6 +47,7 @@ SPECS: dict[str, _Spec] = {
         md5="0e33842e24a9c977be4e0107933c0723",
         ratings_file="u.data",
         separator="\t",
+        rating_scale=(1.0, 5.0),
         expected_rows={
             "u.data": 100_000,
             **{f"u{k}.base": 80_000 for k in range(1, 6)},
@@ -61,6 +63,7 @@ SPECS: dict[str, _Spec] = {
         md5="c4d9eecfca2ab87c1945afe126590906",
         ratings_file="ratings.dat",
         separator="::",
+        rating_scale=(1.0, 5.0),
         expected_rows={"ratings.dat": 1_000_209},
     ),
 }
@@ -148,13 +151,15 @@ def _download(name: str, spec: _Spec) -> Path:
     return target
 
 
-def read_ratings_file(path: Path, separator: str, expected_rows: int | None) -> np.ndarray:
+def read_ratings_file(path: Path, separator: str, expected_rows: int | None,
+                      rating_scale: tuple[float, float]) -> np.ndarray:
     """Parse ``user item rating timestamp`` rows into an (N, 4) int64 array, strictly.
 
     Raises :class:`DatasetFormatError` naming the file and 1-based line of the first
     bad row, or the row count when the file is truncated.
     """
     rows = []
+    lo, hi = rating_scale
     try:
         text = path.read_text(encoding="latin-1")
     except OSError as exc:
@@ -174,9 +179,9 @@ def read_ratings_file(path: Path, separator: str, expected_rows: int | None) -> 
             raise DatasetFormatError(
                 f"{path}, line {lineno}: non-integer field in {line[:80]!r}"
             ) from None
-        if user < 1 or item < 1 or not 1 <= rating <= 5 or stamp < 0:
+        if user < 1 or item < 1 or not lo <= rating <= hi or stamp < 0:
             raise DatasetFormatError(
-                f"{path}, line {lineno}: value out of range (ids >= 1, rating 1..5, "
+                f"{path}, line {lineno}: value out of range (ids >= 1, rating {lo:g}..{hi:g}, "
                 f"timestamp >= 0): {line[:80]!r}"
             )
         rows.append((user, item, rating, stamp))
@@ -196,5 +201,10 @@ def read_file(name: str, file_name: str | None = None, *, download: bool = True)
     path = folder / file_name
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset {name!r} in {folder} has no file {file_name}")
-    return read_ratings_file(path, spec.separator, spec.expected_rows.get(file_name))
+    return read_ratings_file(path, spec.separator, spec.expected_rows.get(file_name), spec.rating_scale)
+
+
+def rating_scale(name: str) -> tuple[float, float]:
+    """(lowest, highest) rating of MovieLens dataset ``name``."""
+    return _spec(name).rating_scale
 
