@@ -81,7 +81,7 @@ def validate(args: argparse.Namespace) -> None:
              if dest != "mask" and getattr(args, dest) != default]
     if args.mask != "personalized":
         if given:
-            raise ConfigError(f"{_flags(given)} need --mask personalized")
+            raise ConfigError(f"{_flags(given)} {'needs' if len(given) == 1 else 'need'} --mask personalized")
         return
     for dest in given:
         if dest in _APPLIES and not _APPLIES[dest][1](args):
