@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         _print(other_report)
         report["plot"] = {"path": str(args.plot), "compare": other_report}
         plot_reconstruction([(args.backend, guesses, report), (other, other_guesses, other_report)],
-                            args.plot, seed=args.seed)
+                            args.plot, rating_scale=split.train.rating_scale, seed=args.seed)
         print(f"plot written to {args.plot}")
     if args.json:
         write_json(args.json, report, default=_json_default)
