@@ -33,6 +33,7 @@ def empty_cache(tmp_path, monkeypatch):
 def test_ml100k_full_counts(ml100k_root, empty_cache):
     stats = load_ratings("ml-100k").stats()
     assert (stats["users"], stats["items"], stats["ratings"]) == (943, 1682, 100_000)
+    assert load_ratings("ml-100k").rating_scale == (1.0, 5.0), "MovieLens: whole stars 1..5"
     assert not empty_cache.exists(), "a local copy must not be re-downloaded"
 
 

@@ -118,3 +118,15 @@ def test_a_mask_that_memorises_leaves_the_server_at_the_guess():
     score = leakage(r, masked, prior)
     assert score.advantage("exact") <= 1e-12
     assert score.advantage("rmse") <= 1e-12
+
+
+def test_the_rating_scale_comes_from_the_data_not_a_constant():
+    """Ratings on a 0..10 scale: the estimators snap and clip to that scale (with MovieLens'
+    1..5 hard-coded, every rating above 5 would be lost)."""
+    rng = np.random.default_rng(2)
+    r = rng.integers(0, 11, 200).astype(float)
+    prior = PublicPrior.from_ratings(r, (0.0, 10.0))
+    assert list(prior.levels) == list(range(11))
+    score = leakage(r, r - (r.mean() + 0.37), prior)
+    assert score.exact_fraction == 1.0
+    assert synthetic_ratings(n_users=5, n_items=20, min_per_user=5).rating_scale == STARS
