@@ -239,7 +239,7 @@ def _run_data_tests(tmp_path, cache_home, *, offline: bool) -> subprocess.Comple
         env["FEDMF_OFFLINE"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k",
-         "ml100k_full_counts or grouplens_splits or ua_holds or cli_data_prints",
+         "ml100k_full_counts or cli_data_prints",
          str(REPO / "tests" / "test_data.py")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
