@@ -2,8 +2,9 @@
 
 Metrics, over every training rating (i, j) of the attacked users:
 
-* ``exact_fraction``: share of ratings with round(clip(estimate, 1, 5)) == r_ij;
-* ``reconstruction_rmse``: RMSE of clip(estimate, 1, 5) against r_ij;
+* ``exact_fraction``: share of ratings with round(clip(estimate, lo, hi)) == r_ij, with
+  [lo, hi] the data set's rating scale (:attr:`fedmf.data.Ratings.rating_scale`);
+* ``reconstruction_rmse``: RMSE of clip(estimate, lo, hi) against r_ij;
 * ``rated_set_precision`` / ``rated_set_recall``: micro-averaged over users, of the
   rated set the attack read off the uploads against the true training set.
 
@@ -46,7 +47,8 @@ class Guesses:
     estimates: list[np.ndarray]
     rated_sets: list[np.ndarray]
 
-    def metrics(self, scale: tuple[float, float] = (1.0, 5.0)) -> dict[str, float]:
+    def metrics(self, scale: tuple[float, float]) -> dict[str, float]:
+        """The attack metrics, estimates clipped to the rating ``scale`` (lo, hi)."""
         truth = np.concatenate(self.true_ratings)
         est = np.clip(np.concatenate(self.estimates), *scale)
         hits = sum(np.intersect1d(p, t).size for p, t in zip(self.rated_sets, self.true_items))
@@ -111,8 +113,9 @@ def evaluate_record(record: ServerRecord, split: Split, *, tol: float = FLOAT_TO
     mu = record.params.mu
     guesses = attack_guesses(results, items, ratings, mu, record.n_items, seed)
     base = baseline_guesses(items, ratings, mu, record.n_items, seed)
-    report: dict[str, object] = guesses.metrics()
-    report["baseline"] = base.metrics()
+    scale = split.train.rating_scale
+    report: dict[str, object] = guesses.metrics(scale)
+    report["baseline"] = base.metrics(scale)
     report.update(
         ratings_no_better_than_baseline=bool(
             report["exact_fraction"] <= report["baseline"]["exact_fraction"] + 0.01
@@ -205,7 +208,7 @@ def guard_demonstration(split: Split, *, config: ModelConfig, mode: str = "full"
         lone_outcome = f"{type(exc).__name__}: {exc}"
     items, ratings = user_truth(split, victim_ids)
     guesses = attack_guesses(results, items, ratings, trainer.mu, trainer.n_items, seed)
-    low = guesses.metrics()
+    low = guesses.metrics(split.train.rating_scale)
     low["status_counts"] = dict(Counter(r.status for r in results))
     return {
         "backend": "secagg",

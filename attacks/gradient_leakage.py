@@ -17,18 +17,21 @@ row is  g_j = -2 e_j u_(j)  with residual e_j = r_ij - mu - <u', v'_j>.
   known user step  b' = rho b + (2 gamma / n) sum e_j  makes the difference
   D_j = (e_j + <u, v_j> + c_j) - (e'_j + <u', v'_j> + c'_j) - (2 gamma / n) sum e_j
   equal to  -2 gamma lambda b  for every j: b = -mean(D) / (2 gamma lambda).
-* Paper order, unbiased model ([R] reference note §2.1, with the 1/n step): g_j = -2 e_j s h,
+* Paper order, unbiased model (our derivation [R] in the paper's update rule, both gradients
+  at the old iterate; the paper states the leak in §4 without these equations; here with
+  the 1/n step): g_j = -2 e_j s h,
   u = s h (h: the rows' common direction, s unknown). With c_j = <g_j, h> and the next
   round's direction h', the user step gives the linear system in (a, b) = (s^2, s s')
       rho a h - b h' = (gamma / n) sum_j c_j v_j,
   so s = +-sqrt(a), e_j = -c_j / (2 s) and r_ij = e_j + mu + s <h, v_j>; the sign is the
-  one whose ratings fit the 1..5 integer scale.
+  one whose ratings fit the integer rating scale.
 * Sequential order (the public code: per-rating SGD, row k uses the updated u_k):
   u_k = rho u_(k-1) + (2 gamma / n) e_k v_k. The server does not know the time order; it
   recovers it from the chain: the predecessor of row k is the row whose u (biased
   model) or direction (unbiased: h_(k-1) lies in span(h_k, v_k)) matches the step back
   from row k. Biased model: e_k and u_k are read per row, b_0 is fixed by two rounds as
-  above. Unbiased model ([R] note §2.3): each consecutive pair of steps gives
+  above. Unbiased model (our extension [R], not in the paper): each consecutive pair of
+  steps gives
       s_k^2 h_k - rho (s_k s_(k-1)) h_(k-1) = -(gamma / n) c_k v_k,
   linear in two unknowns, so one round suffices when n >= 2 (a second round is
   chained on, which also covers n = 1).
@@ -65,7 +68,8 @@ class PublicParams:
     factors: int
     biases: bool = True
     order: str | None = "paper"
-    rating_scale: tuple[float, float] = (1.0, 5.0)
+    #: (lowest, highest) rating of the data set: the sign of s is the one whose ratings fit it
+    rating_scale: tuple[float, float] = field(kw_only=True)
 
 
 @dataclass
@@ -240,7 +244,8 @@ def _paper_biased(rounds, items, params, tol):
 
 
 def _paper_unbiased(rounds, items, params, tol):
-    """Paper order, unbiased model: the reference note's §2.1 two-round system."""
+    """Paper order, unbiased model: the two-round system of the module docstring,
+    rho a h - b h' = (gamma / n) sum_j c_j v_j in (a, b) = (s^2, s s')."""
     _need_rounds(rounds, 2, "the scale of u is fixed by the link between two rounds")
     if params.factors < 2:
         raise _Violation("needs at least 2 latent factors (d equations in 2 unknowns)")

@@ -70,7 +70,7 @@ def public_params(trainer: FedMFTrainer, order: str | None = "same") -> PublicPa
     cfg: ModelConfig = trainer.config
     return PublicParams(
         lr=cfg.lr, reg=cfg.reg, mu=trainer.mu, factors=cfg.factors, biases=cfg.biases,
-        order=cfg.order if order == "same" else order,
+        order=cfg.order if order == "same" else order, rating_scale=trainer.split.train.rating_scale,
     )
 
 

@@ -29,6 +29,7 @@ import phe
 from fedmf.data import load_split
 from fedmf.model import local_update
 from fedmf.trainer import FedMFTrainer
+from fedmf.warmup import warm_numba_kernels
 from secagg import make_backend
 
 
@@ -168,6 +169,7 @@ def main(argv=None) -> dict:
         ("secagg+", {}, users),
     ]
     results, trainers = [], {}
+    warm_numba_kernels()  # compile / load time stays out of every measured round
     for name, options, cohort in backends:
         if args.quick and name == "paillier":
             continue  # one value per ciphertext: minutes per client even on a sample

@@ -90,7 +90,7 @@ def _two_epoch_rounds(config, n_items=30, rated=8, epochs=2, seed=0):
         rounds.append(RoundObservation(upload, V.copy(), None, rnd))
         V[:, config.item_mask] += rng.normal(0, 0.05, (n_items, config.row_length))  # server step
     params = PublicParams(lr=config.lr, reg=config.reg, mu=3.5, factors=config.factors,
-                          biases=config.biases, order=None)
+                          biases=config.biases, order=None, rating_scale=(1.0, 5.0))
     return rounds, params, ratings
 
 

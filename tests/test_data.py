@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +20,20 @@ from fedmf.cli import main
 from fedmf.data import leave_one_out, load_ratings, load_split, movielens, synthetic_ratings
 from fedmf.errors import ConfigError, DatasetFormatError, DatasetNotFoundError
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FEDMF_OFFLINE", raising=False)  # these tests serve the download themselves
     return tmp_path / "cache" / "fedmf"
 
 
 def test_ml100k_full_counts(ml100k_root, empty_cache):
     stats = load_ratings("ml-100k").stats()
     assert (stats["users"], stats["items"], stats["ratings"]) == (943, 1682, 100_000)
+    assert load_ratings("ml-100k").rating_scale == (1.0, 5.0), "MovieLens: whole stars 1..5"
     assert not empty_cache.exists(), "a local copy must not be re-downloaded"
 
 
@@ -221,3 +229,38 @@ def test_cli_reports_missing_data_without_traceback(tmp_path, monkeypatch, empty
     monkeypatch.setenv("FEDMF_DATA", str(tmp_path))
     assert main(["data", "ml-1m", "--no-download"]) == 2
     assert "dataset 'ml-1m' not found" in capsys.readouterr().err
+
+
+def _run_data_tests(tmp_path, cache_home, *, offline: bool) -> subprocess.CompletedProcess:
+    """This suite's ML-100K tests in a fresh pytest process, FEDMF_DATA unset."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FEDMF_DATA", "FEDMF_OFFLINE")}
+    env.update(XDG_CACHE_HOME=str(cache_home), PYTHONPATH=str(REPO))
+    if offline:
+        env["FEDMF_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k",
+         "ml100k_full_counts or cli_data_prints",
+         str(REPO / "tests" / "test_data.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_data_tests_find_ml100k_in_the_per_user_cache(tmp_path, ml100k_root):
+    """FEDMF_DATA unset, ML-100K in the cache where ``fedmf data`` puts it: the tests run."""
+    cache = tmp_path / "cache"
+    (cache / "fedmf").mkdir(parents=True)
+    (cache / "fedmf" / "ml-100k").symlink_to(ml100k_root / "ml-100k")  # a link: no copy of the data
+    run = _run_data_tests(tmp_path, cache, offline=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "skipped" not in run.stdout and " passed" in run.stdout
+
+
+def test_data_tests_skip_with_one_reason_when_no_copy_can_be_had(tmp_path):
+    """Offline (FEDMF_OFFLINE=1, so no network is touched), nothing cached, FEDMF_DATA
+    unset: exit 0, every data test skipped, all for the same stated reason."""
+    run = _run_data_tests(tmp_path, tmp_path / "empty-cache", offline=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    reasons = {line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("SKIPPED")}
+    assert len(reasons) == 1 and " passed" not in run.stdout
+    (reason,) = reasons
+    assert "MovieLens 100K unavailable" in reason and "FEDMF_OFFLINE" in reason and "FEDMF_DATA" in reason

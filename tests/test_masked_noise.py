@@ -1,28 +1,22 @@
 """Private-noise masks, the design-aware de-masking attack, the oracle reference and the
-device-side refit (secagg.personal_mask.PrivateNoise, fedmf.masked)."""
+device-side refit (secagg.personal_mask.PrivateNoise, fedmf.masked, attacks.demask / leakage)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from attacks.demask import PublicPrior, demask
+from attacks.leakage import leakage, mask_leakage, oracle_leakage
+from attacks.masked_experiment import keep_noise_where_it_passes, public_prior
 from fedmf.data import random_holdout, synthetic_ratings
-from fedmf.masked import (
-    MaskDesign,
-    PublicPrior,
-    demask,
-    keep_noise_where_it_passes,
-    leakage,
-    local_model,
-    mask_leakage,
-    mask_split,
-    oracle_leakage,
-    refit_private,
-)
+from fedmf.masked import MaskDesign, local_model, mask_split, refit_private
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
 from secagg.errors import InvalidInputError
 from secagg.personal_mask import BiasModel, PrivateNoise, PrivateScale, fit_personal_mask, private_normal
+
+STARS = (1.0, 5.0)  # the rating scale of the hand-made ratings below (MovieLens')
 
 
 def test_private_normal_is_gaussian_and_not_reproducible():
@@ -60,10 +54,10 @@ def test_design_aware_em_undoes_a_ridge_mask_that_a_constant_shift_cannot():
     r = rng.integers(1, 6, 200).astype(float)
     m = 3.3 + features @ np.array([0.0, 0.45, -0.4])
     recovered = r - m
-    prior = PublicPrior(3.0, np.full(5, 0.2))
+    prior = PublicPrior(3.0, np.full(5, 0.2), STARS)
     basis = MaskDesign(features).basis(np.arange(200))
     est = demask(recovered, prior, basis=basis)
-    snap_exact = np.mean(np.clip(np.rint(est["integer_snap"]), 1, 5) == r)
+    snap_exact = np.mean(np.clip(np.rint(est["integer_snap"]), *STARS) == r)
     assert snap_exact < 0.7
     assert np.mean(est["em_basis_map"] == r) > 0.98
     score = leakage(r, recovered, prior, MaskDesign(features), np.arange(200))
@@ -73,7 +67,7 @@ def test_design_aware_em_undoes_a_ridge_mask_that_a_constant_shift_cannot():
 def test_oracle_is_exact_without_noise_and_near_the_guess_with_a_lot_of_it():
     rng = np.random.default_rng(5)
     r = rng.integers(1, 6, 4000).astype(float)
-    prior = PublicPrior.from_ratings(r)
+    prior = PublicPrior.from_ratings(r, STARS)
     clean = rng.uniform(2, 4, r.size)
     assert oracle_leakage(r, r - clean, clean, prior, 0.0).exact_fraction == 1.0
     noisy = oracle_leakage(r, r - clean - rng.normal(0, 8.0, r.size), clean, prior, 8.0)
@@ -105,7 +99,7 @@ def test_refit_solves_the_local_ridge_problem(small_split):
 
 
 def test_mask_leakage_counts_users_within_the_margin_and_noise_lowers_leakage(small_split):
-    prior = PublicPrior.from_ratings(small_split.train.ratings)
+    prior = public_prior(small_split)
     model = local_model("bias", "synthetic", small_split)
     clean = mask_leakage(mask_split(small_split, model), small_split.train.ratings, prior, 0.05)
     noisy = mask_leakage(mask_split(small_split, model, noise_sigma=4.0), small_split.train.ratings, prior, 0.05)
@@ -130,7 +124,7 @@ def test_private_scale_shrinks_residuals_and_the_scale_aware_em_undoes_it():
     assert np.allclose(s, s[0]) and 0.3 <= s[0] <= 1.0, "r~ = s (r - f) with one private s"
     assert np.allclose(mask.base_values(items), r.mean())
     assert mask.values(np.array([999]))[0] == pytest.approx(r.mean()), "unseen key: base model only"
-    prior = PublicPrior.from_ratings(r)
+    prior = PublicPrior.from_ratings(r, STARS)
     aware = leakage(r, recovered, prior, MaskDesign(scale_range=(0.3, 1.0)), items)
     exact, err = aware.per_estimator["em_scale_map"]
     assert exact > 0.95 and err < 0.25, f"s = {s[0]:.3f}: the scale-aware EM recovers the ratings"
@@ -140,7 +134,7 @@ def test_private_scale_shrinks_residuals_and_the_scale_aware_em_undoes_it():
 
 
 def test_selective_noise_keeps_it_only_for_users_it_lets_pass(small_split):
-    prior = PublicPrior.from_ratings(small_split.train.ratings)
+    prior = public_prior(small_split)
     model, true = local_model("bias", "synthetic", small_split), small_split.train.ratings
     clean = mask_split(small_split, model)
     noisy = mask_split(small_split, model, noise_sigma=3.0)
@@ -167,7 +161,7 @@ def test_early_stopping_leakage_reaches_the_same_audit_verdict(sigma):
     features = np.eye(4)[rng.integers(0, 4, 80)]
     r = rng.integers(1, 6, 80).astype(float)
     recovered = r - (3.2 + features @ np.array([0.0, 0.3, -0.2, 0.1]) + rng.normal(0, sigma, 80))
-    prior = PublicPrior.from_ratings(r)
+    prior = PublicPrior.from_ratings(r, STARS)
     design = MaskDesign(features, noise_sigma=sigma)
     full = leakage(r, recovered, prior, design, np.arange(80))
     worst = lambda s, metrics: max(s.advantage(m) for m in metrics)  # noqa: E731

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from attacks.demask import PublicPrior, demask
+from attacks.leakage import leakage
 from fedmf.data import random_holdout, synthetic_ratings
-from fedmf.masked import PublicPrior, demask, leakage, local_model, mask_split
+from fedmf.masked import local_model, mask_split
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
 from secagg.errors import InvalidInputError
@@ -22,6 +24,8 @@ from secagg.personal_mask import (
 )
 
 ratings_1_5 = arrays(np.float64, st.integers(1, 40), elements=st.integers(1, 5).map(float))
+
+STARS = (1.0, 5.0)  # the rating scale of the hand-made ratings below (MovieLens')
 
 
 @settings(max_examples=40, deadline=None)
@@ -99,7 +103,7 @@ def test_masked_split_trains_on_residuals_and_the_composed_model_matches_plain_f
 def test_demask_undoes_a_constant_mask_by_integrality():
     rng = np.random.default_rng(1)
     r = rng.integers(1, 6, 60).astype(float)
-    prior = PublicPrior(3.0, np.full(5, 0.2))
+    prior = PublicPrior(3.0, np.full(5, 0.2), STARS)
     masked = r - (r.mean() + 0.37)  # constant mask, not on the integer grid
     est = demask(masked, prior)["integer_snap"]
     assert np.allclose(est - r, np.round(np.mean(est - r)), atol=1e-6), "recovers r up to an integer"
@@ -109,8 +113,20 @@ def test_demask_undoes_a_constant_mask_by_integrality():
 
 def test_a_mask_that_memorises_leaves_the_server_at_the_guess():
     r = np.tile([1.0, 2, 3, 4, 5], 12)
-    prior = PublicPrior.from_ratings(r)
+    prior = PublicPrior.from_ratings(r, STARS)
     masked = np.zeros_like(r)  # m = r: nothing left to recover
     score = leakage(r, masked, prior)
     assert score.advantage("exact") <= 1e-12
     assert score.advantage("rmse") <= 1e-12
+
+
+def test_the_rating_scale_comes_from_the_data_not_a_constant():
+    """Ratings on a 0..10 scale: the estimators snap and clip to that scale (with MovieLens'
+    1..5 hard-coded, every rating above 5 would be lost)."""
+    rng = np.random.default_rng(2)
+    r = rng.integers(0, 11, 200).astype(float)
+    prior = PublicPrior.from_ratings(r, (0.0, 10.0))
+    assert list(prior.levels) == list(range(11))
+    score = leakage(r, r - (r.mean() + 0.37), prior)
+    assert score.exact_fraction == 1.0
+    assert synthetic_ratings(n_users=5, n_items=20, min_per_user=5).rating_scale == STARS

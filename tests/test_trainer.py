@@ -104,4 +104,4 @@ def test_cli_train_writes_the_json_summary(tmp_path, capsys):
 
 def test_cli_rejects_unknown_backend(capsys):
     assert main(["train", "--rounds", "1", "--backend", "rot13"]) == 2
-    assert "unknown backend 'rot13'" in capsys.readouterr().err
+    assert "--backend: invalid choice: 'rot13'" in capsys.readouterr().err

@@ -12,47 +12,66 @@ second one (``--compare``).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
+from secagg import available_backends
 from secagg.errors import SecaggError
-
-from attacks.evaluate import FLOAT_TOL, evaluate_backend, guard_demonstration
 
 from ..data import load_split
 from ..errors import ConfigError
-from .options import add_training_arguments, backend_options, model_config
+from .options import (
+    add_training_arguments,
+    backend_options,
+    build_backend,
+    finite_float,
+    int_at_least,
+    model_config,
+    output_path,
+    plot_path,
+    write_json,
+)
 
 NAME = "attack"
 HELP = "gradient-leakage attack on FedMF uploads: exact ratings recovered vs a no-knowledge baseline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from attacks.evaluate import FLOAT_TOL  # the CLI imports attacks lazily: fedmf never does
+
     add_training_arguments(parser)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds trained; the attack uses the last two")
-    parser.add_argument("--users", type=int, default=0,
+    parser.add_argument("--rounds", type=int_at_least(2), default=2,
+                        help="rounds trained; the attack links the last two")
+    parser.add_argument("--users", type=int_at_least(0), default=0,
                         help="attack a seeded random sample of this many users (0: all)")
-    parser.add_argument("--tol", type=float, default=FLOAT_TOL,
+    parser.add_argument("--tol", type=finite_float(low=0, strict=True), default=FLOAT_TOL,
                         help="relative tolerance of the attack's structure checks")
-    parser.add_argument("--guard-victims", type=int, default=20,
+    parser.add_argument("--guard-victims", type=int_at_least(0), default=20,
                         help="victims of the guard demonstration on SecAgg (0: skip it)")
-    parser.add_argument("--guard-others", type=int, default=8,
+    parser.add_argument("--guard-others", type=int_at_least(1), default=8,
                         help="honest clients per cohort the server declares dropped")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="write reconstructed vs true ratings here")
-    parser.add_argument("--compare", default=None,
+    parser.add_argument("--plot", type=plot_path, metavar="PNG",
+                        help="write reconstructed vs true ratings here (needs matplotlib)")
+    parser.add_argument("--compare", default=None, choices=available_backends(),
                         help="second backend of the plot (default: plain, or secagg when --backend is plain)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
+    parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON report here")
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.compare is not None and args.plot is None:
+        raise ConfigError("--compare applies only with --plot")
+    if args.tol >= 1:
+        raise ConfigError(f"--tol is a relative tolerance and must be < 1, got {args.tol:g}")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rounds < 2:
-        raise ConfigError(f"--rounds must be >= 2 (the attack links two rounds), got {args.rounds}")
+    from attacks.evaluate import guard_demonstration
+
     config = model_config(args)
+    build_backend(args.backend, args.backend_option)  # a bad -o option is refused before any training
+    options = backend_options(args.backend_option)
     split = load_split(args.dataset, args.split, seed=args.seed)
     users = _sample_users(split.train.n_users, args.users, args.seed)
-    options = backend_options(args.backend_option)
     report, guesses = _evaluate(split, args.backend, config, args, users, options)
     report.update(dataset=args.dataset, split=args.split, model=asdict(config),
                   users_sampled=args.users or None)
@@ -73,15 +92,16 @@ def run(args: argparse.Namespace) -> int:
         _print(other_report)
         report["plot"] = {"path": str(args.plot), "compare": other_report}
         plot_reconstruction([(args.backend, guesses, report), (other, other_guesses, other_report)],
-                            args.plot, seed=args.seed)
+                            args.plot, rating_scale=split.train.rating_scale, seed=args.seed)
         print(f"plot written to {args.plot}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=_json_default))
+        write_json(args.json, report, default=_json_default)
     return 0
 
 
 def _evaluate(split, backend, config, args, users, options):
+    from attacks.evaluate import evaluate_backend
+
     try:
         return evaluate_backend(split, backend, config=config, mode=args.mode, rounds=args.rounds,
                                 users=users, seed=args.seed, backend_options=options, tol=args.tol)
@@ -90,8 +110,6 @@ def _evaluate(split, backend, config, args, users, options):
 
 
 def _sample_users(n_users: int, sample: int, seed: int) -> np.ndarray | None:
-    if sample < 0:
-        raise ConfigError(f"--users must be >= 0, got {sample}")
     if sample == 0 or sample >= n_users:
         return None
     return np.sort(np.random.default_rng(seed).choice(n_users, size=sample, replace=False))

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..data import DATASETS, SPLITS, load_ratings, load_split, locate
+from .options import int_at_least
 
 NAME = "data"
 HELP = "locate or download a dataset and print its statistics"
@@ -13,11 +14,11 @@ HELP = "locate or download a dataset and print its statistics"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", nargs="?", choices=DATASETS, default=None,
-                        help="dataset name (default: synthetic)")
+                        help="dataset name (none: synthetic)")
     parser.add_argument("--synthetic", action="store_true",
                         help="use the embedded seeded synthetic dataset (offline)")
     parser.add_argument("--split", choices=SPLITS, help="also print the sizes of this split")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data / random split")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the synthetic data / random split")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
 

@@ -14,17 +14,21 @@ from tqdm import tqdm
 
 from ..data import random_holdout, synthetic_ratings
 from ..trainer import FedMFTrainer
+from ..warmup import warm_numba_kernels
+from .options import int_at_least
 
 NAME = "demo"
 HELP = "offline demo: accuracy and per-round cost of plain vs packed-Paillier FedMF, then leakage"
+MIN_USERS = 3  # the SecAgg leakage demonstration needs a threshold: n >= 3
+MIN_ITEMS = 2  # the synthetic generator needs two items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=100, help="synthetic users (default 100)")
-    parser.add_argument("--items", type=int, default=200, help="synthetic items (default 200)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--key-bits", type=int, default=2048, choices=(2048, 3072))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--users", type=int_at_least(MIN_USERS), default=100, help="synthetic users")
+    parser.add_argument("--items", type=int_at_least(MIN_ITEMS), default=200, help="synthetic items")
+    parser.add_argument("--rounds", type=int_at_least(1), default=5, help="training rounds per backend")
+    parser.add_argument("--key-bits", type=int, default=2048, choices=(2048, 3072), help="Paillier key size")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the synthetic data and model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
           f"ratings; FullText FedMF, {args.rounds} rounds per backend\n")
     backends = [make_backend("plain"),
                 make_backend("paillier_packed", key_bits=args.key_bits, out_of_range="clip")]
+    warm_numba_kernels()
     rows = []
     for backend in backends:
         trainer = FedMFTrainer(split, backend, seed=args.seed)

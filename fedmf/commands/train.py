@@ -1,20 +1,21 @@
-"""``fedmf train``: FedMF over an aggregation backend, with a per-round log and a JSON summary."""
+"""``fedmf train``: FedMF over an aggregation backend, with a per-round log and a JSON summary.
+
+``--mask personalized`` trains on personally masked targets and measures the leakage
+(:mod:`fedmf.commands.masked`). A further model is one more ``_train_*`` function
+chosen in :func:`run`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from secagg import make_backend
-from secagg.errors import SecaggError
 from tqdm import tqdm
 
 from ..data import load_split
-from ..errors import ConfigError
-from ..masked import add_mask_arguments, run_masked
 from ..trainer import FedMFTrainer, train_centralized
-from .options import add_training_arguments, backend_options, model_config
+from ..warmup import warm_numba_kernels
+from . import masked
+from .options import add_training_arguments, build_backend, int_at_least, model_config, output_path, write_json
 
 NAME = "train"
 HELP = "train FedMF over an aggregation backend and report accuracy and per-round cost"
@@ -22,26 +23,28 @@ HELP = "train FedMF over an aggregation backend and report accuracy and per-roun
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int_at_least(1), default=60, help="training rounds")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the centralized baseline with the same model and hyperparameters")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON summary here")
-    add_mask_arguments(parser)
+    parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON summary here")
+    masked.add_arguments(parser)
+
+
+def validate(args: argparse.Namespace) -> None:
+    masked.validate(args)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rounds < 1:
-        raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
-    config = model_config(args)
-    split = load_split(args.dataset, args.split, seed=args.seed)
-    try:
-        # the masked run attacks the server's view; gradients outside clip are clipped (counted)
-        defaults = {"record_view": args.mask == "personalized" and args.policy == "none", "out_of_range": "clip"}
-        backend = make_backend(args.backend, **(defaults | backend_options(args.backend_option)))
-    except (SecaggError, TypeError) as exc:
-        raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
     if args.mask == "personalized":
-        return run_masked(args, split, backend, config)
+        return masked.run(args)
+    return _train_fedmf(args)
+
+
+def _train_fedmf(args: argparse.Namespace) -> int:
+    config = model_config(args)
+    backend = build_backend(args.backend, args.backend_option)
+    split = load_split(args.dataset, args.split, seed=args.seed)
+    warm_numba_kernels()
     trainer = FedMFTrainer(split, backend, config=config, mode=args.mode, seed=args.seed)
     print(f"{split.name}: {split.train.n_users} users, {split.train.n_items} items, "
           f"{len(split.train)} train / {len(split.test)} test ratings; backend {backend.name}, "
@@ -60,6 +63,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"federated ({backend.name}, {args.mode}): rmse {summary['test_rmse']:.4f}, "
           f"{summary['seconds_per_round']:.3f} s/round")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+        write_json(args.json, summary)
     return 0

@@ -7,6 +7,7 @@ Lookup order for a dataset directory (``ml-100k`` or ``ml-1m``):
 3. a download of the official GroupLens archive into that cache, checked against the
    MD5 sum GroupLens publishes next to it, unpacked into a temporary folder and moved
    into place with one atomic rename (an interrupted download leaves no half cache).
+   Setting ``FEDMF_OFFLINE=1`` disables this step (no network access at all).
 
 Parsing is strict: every line must have the expected fields, ids and ratings in
 range, and the row count must match the published size of the file. A corrupt or
@@ -36,6 +37,7 @@ class _Spec:
     md5: str  # published by GroupLens at <url>.md5
     ratings_file: str
     separator: str
+    rating_scale: tuple[float, float]  # whole stars, as the GroupLens README defines
     expected_rows: dict[str, int]  # file name -> number of rating rows
 
 
@@ -45,6 +47,7 @@ SPECS: dict[str, _Spec] = {
         md5="0e33842e24a9c977be4e0107933c0723",
         ratings_file="u.data",
         separator="\t",
+        rating_scale=(1.0, 5.0),
         expected_rows={
             "u.data": 100_000,
             **{f"u{k}.base": 80_000 for k in range(1, 6)},
@@ -60,6 +63,7 @@ SPECS: dict[str, _Spec] = {
         md5="c4d9eecfca2ab87c1945afe126590906",
         ratings_file="ratings.dat",
         separator="::",
+        rating_scale=(1.0, 5.0),
         expected_rows={"ratings.dat": 1_000_209},
     ),
 }
@@ -69,6 +73,11 @@ def cache_dir() -> Path:
     """The per-user cache folder for downloaded datasets."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "fedmf"
+
+
+def offline() -> bool:
+    """True when ``FEDMF_OFFLINE`` is set to a non-empty value other than ``0``: never download."""
+    return os.environ.get("FEDMF_OFFLINE", "") not in ("", "0")
 
 
 def _candidates(name: str) -> list[Path]:
@@ -86,7 +95,9 @@ def locate(name: str, *, download: bool = True) -> Path:
     for place in places:
         if (place / spec.ratings_file).is_file():
             return place
-    if download:
+    if download and offline():
+        reason = "download was disabled (FEDMF_OFFLINE is set)"
+    elif download:
         try:
             return _download(name, spec)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -140,13 +151,15 @@ def _download(name: str, spec: _Spec) -> Path:
     return target
 
 
-def read_ratings_file(path: Path, separator: str, expected_rows: int | None) -> np.ndarray:
+def read_ratings_file(path: Path, separator: str, expected_rows: int | None,
+                      rating_scale: tuple[float, float]) -> np.ndarray:
     """Parse ``user item rating timestamp`` rows into an (N, 4) int64 array, strictly.
 
     Raises :class:`DatasetFormatError` naming the file and 1-based line of the first
     bad row, or the row count when the file is truncated.
     """
     rows = []
+    lo, hi = rating_scale
     try:
         text = path.read_text(encoding="latin-1")
     except OSError as exc:
@@ -166,9 +179,9 @@ def read_ratings_file(path: Path, separator: str, expected_rows: int | None) -> 
             raise DatasetFormatError(
                 f"{path}, line {lineno}: non-integer field in {line[:80]!r}"
             ) from None
-        if user < 1 or item < 1 or not 1 <= rating <= 5 or stamp < 0:
+        if user < 1 or item < 1 or not lo <= rating <= hi or stamp < 0:
             raise DatasetFormatError(
-                f"{path}, line {lineno}: value out of range (ids >= 1, rating 1..5, "
+                f"{path}, line {lineno}: value out of range (ids >= 1, rating {lo:g}..{hi:g}, "
                 f"timestamp >= 0): {line[:80]!r}"
             )
         rows.append((user, item, rating, stamp))
@@ -188,5 +201,10 @@ def read_file(name: str, file_name: str | None = None, *, download: bool = True)
     path = folder / file_name
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset {name!r} in {folder} has no file {file_name}")
-    return read_ratings_file(path, spec.separator, spec.expected_rows.get(file_name))
+    return read_ratings_file(path, spec.separator, spec.expected_rows.get(file_name), spec.rating_scale)
+
+
+def rating_scale(name: str) -> tuple[float, float]:
+    """(lowest, highest) rating of MovieLens dataset ``name``."""
+    return _spec(name).rating_scale
 

@@ -13,7 +13,8 @@ class Ratings:
 
     ``user_ids[u]`` / ``item_ids[j]`` give the dataset's original id of user ``u`` /
     item ``j``; all parts of one split share the same mapping and the same
-    ``n_users`` and ``n_items``.
+    ``n_users`` and ``n_items``. ``rating_scale`` = (lowest, highest) rating the dataset
+    allows (MovieLens: 1..5 stars); models clip predictions and attacks round to it.
     """
 
     users: np.ndarray  # int64, 0..n_users-1
@@ -24,6 +25,7 @@ class Ratings:
     n_items: int
     user_ids: np.ndarray
     item_ids: np.ndarray
+    rating_scale: tuple[float, float]
     name: str = ""
 
     def __len__(self) -> int:
@@ -40,6 +42,7 @@ class Ratings:
             self.n_items,
             self.user_ids,
             self.item_ids,
+            self.rating_scale,
             self.name if name is None else name,
         )
 

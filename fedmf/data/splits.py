@@ -14,7 +14,7 @@ SPLITS = (*GROUPLENS_SPLITS, "random", "loo")
 DATASETS = ("synthetic", "ml-100k", "ml-1m")
 
 
-def ratings_from_rows(rows: np.ndarray, name: str) -> Ratings:
+def ratings_from_rows(rows: np.ndarray, name: str, rating_scale: tuple[float, float]) -> Ratings:
     """Map raw (user, item, rating, timestamp) rows to 0-based contiguous ids."""
     user_ids, users = np.unique(rows[:, 0], return_inverse=True)
     item_ids, items = np.unique(rows[:, 1], return_inverse=True)
@@ -27,6 +27,7 @@ def ratings_from_rows(rows: np.ndarray, name: str) -> Ratings:
         n_items=item_ids.size,
         user_ids=user_ids,
         item_ids=item_ids,
+        rating_scale=rating_scale,
         name=name,
     )
 
@@ -36,7 +37,8 @@ def load_ratings(dataset: str, *, seed: int = 0, download: bool = True) -> Ratin
     if dataset == "synthetic":
         return synthetic_ratings(seed=seed)
     if dataset in movielens.SPECS:
-        return ratings_from_rows(movielens.read_file(dataset, download=download), dataset)
+        return ratings_from_rows(movielens.read_file(dataset, download=download), dataset,
+                                 movielens.rating_scale(dataset))
     raise ConfigError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
 
 
@@ -77,7 +79,7 @@ def load_split(
 def _grouplens_split(split: str, download: bool) -> Split:
     base = movielens.read_file("ml-100k", f"{split}.base", download=download)
     test = movielens.read_file("ml-100k", f"{split}.test", download=download)
-    both = ratings_from_rows(np.concatenate([base, test]), "ml-100k")
+    both = ratings_from_rows(np.concatenate([base, test]), "ml-100k", movielens.rating_scale("ml-100k"))
     in_train = np.arange(len(both)) < base.shape[0]
     return Split(
         both.subset(in_train, f"ml-100k:{split}.base"),

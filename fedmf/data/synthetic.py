@@ -1,6 +1,7 @@
 """A seeded synthetic rating generator shaped like MovieLens 100K (the offline default).
 
-Ratings follow a low-rank model plus noise, mapped to the 1..5 scale:
+Ratings follow a low-rank model plus noise, mapped to MovieLens' whole-star scale
+(``RATING_SCALE`` = 1..5):
 
     s_ij = mu + b_i + c_j + <p_i, q_j> + eps_ij,    r_ij = clip(round(s_ij), 1, 5)
 
@@ -18,6 +19,8 @@ import numpy as np
 from ..errors import ConfigError
 from .ratings import Ratings
 
+RATING_SCALE = (1.0, 5.0)
+
 
 def synthetic_ratings(
     n_users: int = 943,
@@ -28,7 +31,7 @@ def synthetic_ratings(
     min_per_user: int = 20,
     seed: int = 0,
 ) -> Ratings:
-    """Generate a seeded low-rank + noise rating set on the 1..5 scale."""
+    """Generate a seeded low-rank + noise rating set on ``RATING_SCALE``."""
     if n_users < 1 or n_items < 2 or rank < 1:
         raise ConfigError(f"need n_users >= 1, n_items >= 2, rank >= 1; got {n_users}, {n_items}, {rank}")
     if not 0 < density <= 1:
@@ -48,7 +51,7 @@ def synthetic_ratings(
     c = rng.normal(0, 0.4, n_items)
     score = 3.5 + b[users] + c[items] + np.einsum("ij,ij->i", p[users], q[items])
     score += rng.normal(0, noise, users.size)
-    ratings = np.clip(np.rint(score), 1, 5)
+    ratings = np.clip(np.rint(score), *RATING_SCALE)
     timestamps = 874_724_710 + np.sort(rng.integers(0, 10**7, users.size))
     timestamps = timestamps[rng.permutation(users.size)]
     return Ratings(
@@ -60,6 +63,7 @@ def synthetic_ratings(
         n_items=n_items,
         user_ids=np.arange(1, n_users + 1),
         item_ids=np.arange(1, n_items + 1),
+        rating_scale=RATING_SCALE,
         name=f"synthetic(seed={seed})",
     )
 
