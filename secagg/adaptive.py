@@ -1,7 +1,7 @@
 """Adaptive secure aggregation: encrypt only the uploads a personalized mask does not protect.
 
 Our reading of FedMMF's "adaptive secure aggregation protocol" (Yang et al., FL-IJCAI
-2022; the abstract only, the mechanism is our reconstruction [R], reference note A6):
+2022; the abstract only, the mechanism is our reconstruction [R] from that abstract):
 every participant masks its targets with a personal local model
 (:mod:`secagg.personal_mask`); each round, a **policy** decides per participant whether
 its (masked) upload goes out in plaintext or through an encrypting backend. The round's

@@ -3,7 +3,7 @@
 The paper's abstract says only that each participant protects its data with a
 *personalized mask generated from its local data alone*, without accuracy loss, and
 that the mask combines with an adaptive secure-aggregation protocol. Its method section
-is not public; the mechanism below is our reconstruction (reference note, Part A4), not
+is not public; the mechanism below is our reconstruction from that abstract, not
 the paper's text.
 
 A participant fits a local model f on its own samples (x_k, y_k) only. The mask of a

@@ -7,7 +7,8 @@ relabelling of the clients. The relabelling is derived from the session id (a ha
 every advertised key), so the server cannot pick it directly.
 
 Parameter finder [R] -- our reconstruction of the criteria of fcp
-``graph_parameter_finder.cc`` from the research note (not its code). With n clients, C
+``fcp/secagg/server/graph_parameter_finder.cc`` (Google's federated-compute
+repository) as we read it, not a port of its code. With n clients, C
 corrupt (= ceil(gamma n)) and D dropped (= floor(delta n)) clients placed by the random
 relabelling, try even degrees k = 2, 4, ...; accept the first k with
 
@@ -34,9 +35,9 @@ iff 2t - c_k <= k. We therefore require
 
 the count behind the active-adversary analysis of Bonawitz et al. 2017 (t > 2n/3 with
 fewer than n/3 corrupt clients: any two sets of t signers of conflicting lists meet in
-an honest client; research note secagg.md section 1.3) and its per-neighbourhood form
+an honest client) and its per-neighbourhood form
 for SecAgg+ (Bell et al. 2020, malicious variant); Google fcp's semi-malicious finder
-raises t to ceil((t1 + k - 1.25) / 2) + 1 (note section 4.1), which equals our
+raises t to ceil((t1 + k - 1.25) / 2) + 1 (as we read its code), which equals our
 t = floor((k + c_k) / 2) + 1 (check_threshold). The argument above is ours [R]: it
 counts shares, so it holds whatever the server does with the signatures. With
 active=True both finders compute c_k = t1 over the n - D clients left if all D
@@ -46,8 +47,8 @@ survives. A malicious server cannot pick the relabelling, but it can grind it by
 choosing which advertised clients enter U1: c_k does not cover that (README, threat
 model).
 
-Below ``min_sparse_n`` = 65 clients the complete graph is used outright [R]: the note on
-fcp reports that its finder falls back to the complete graph for roughly n < 65, and
+Below ``min_sparse_n`` = 65 clients the complete graph is used outright [R]: as we read
+fcp's finder, it falls back to the complete graph for roughly n < 65, and
 with so few clients a sparse graph saves little. When no k < n - 1 passes, the complete
 graph is used with t in (C, n - 1 - D], chosen as max(C + 1, 2, floor((n - 1)/2) + 1)
 capped at n - 1 - D (Bonawitz et al. choose t > n/2).
