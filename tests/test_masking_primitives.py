@@ -9,6 +9,7 @@ from secagg.errors import (HeadroomExceededError, InvalidInputError, KeyMismatch
                            MalformedMessageError, RoundAbortedError)
 import importlib
 
+from secagg import keystream as ks
 from secagg.masking import graph, primitives as pr, shamir, vectors
 from secagg.backend import integer_weights
 
@@ -67,7 +68,7 @@ def test_mask_prg_is_aes256_ctr_of_the_hkdf_key():
 def test_prg_read_in_pieces_equals_one_ctr_keystream(pieces, key):
     """The GCM engine read in odd-sized pieces (CtrStream, MaskStream) is the CTR keystream."""
     total = sum(2 * p for p in pieces)
-    stream = pr.CtrStream(key)
+    stream = ks.CtrStream(key)
     got = b"".join(stream.words16(p).tobytes() for p in pieces)
     assert got == _ctr_keystream(key, total)
     acc = np.zeros(total // 4, dtype=np.uint32)
@@ -77,11 +78,11 @@ def test_prg_read_in_pieces_equals_one_ctr_keystream(pieces, key):
 
 def test_prg_refuses_a_stream_longer_than_its_counter():
     with pytest.raises(InvalidInputError, match="PRG limit"):
-        pr.check_prg_length(pr.PRG_MAX_BYTES + 1)
-    pr.check_prg_length(pr.PRG_MAX_BYTES)
+        ks.check_prg_length(ks.PRG_MAX_BYTES + 1)
+    ks.check_prg_length(ks.PRG_MAX_BYTES)
     for short in (b"short", bytes(16)):  # AES-256 only: an AES-128 key is refused too
         with pytest.raises(InvalidInputError, match="32 bytes"):
-            pr.prg_cipher(short)
+            ks.prg_cipher(short)
 
 
 @pytest.mark.parametrize("modulus", [2, 3, 1000003, 1 << 20, 1 << 32, (1 << 32) + 15, 1 << 63, 1 << 64])

@@ -23,7 +23,8 @@ import numpy as np
 from numba import njit
 
 from ..errors import HeadroomExceededError, InvalidInputError
-from .primitives import CtrStream, word_dtype
+from ..keystream import CtrStream
+from .primitives import word_dtype
 from .vectors import CHUNK
 
 MAX_MODULUS_BITS = 64
