@@ -28,6 +28,7 @@ from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
 from secagg import make_backend
 from secagg.errors import SecaggError
+from secagg.quantize import step_size
 
 from .gradient_leakage import RECOVERED, AttackResult, RoundObservation, attack_user
 from .observe import ServerRecord, public_params, record_run
@@ -229,8 +230,8 @@ def guard_demonstration(split: Split, *, config: ModelConfig, mode: str = "full"
 
 
 def quantisation_step(backend) -> float:
-    """Width of one quantisation level of a SecAgg backend's encoding (public)."""
-    return 2.0 * backend.clip / (2**backend.precision_bits - 1)
+    """Width of one quantisation level of a SecAgg backend's encoding (public): c / L."""
+    return step_size(backend.clip, backend.precision_bits)
 
 
 def _sparse_args(mode, cohort, support_of, block_size):

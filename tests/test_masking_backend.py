@@ -23,11 +23,11 @@ def test_weighted_sum_of_survivors_within_quantization_error(name):
     included = [c for c in ups if c not in dropped]
     assert res.included == included
     exact = sum(weights[c] * np.clip(ups[c], -clip, clip) for c in included)
-    step = 2 * clip / ((1 << bits) - 1)
+    step = clip / ((1 << (bits - 1)) - 1)  # c / L
     assert np.max(np.abs(res.aggregate - exact)) <= sum(weights[c] for c in included) * step
     assert res.total_weight == sum(weights[c] for c in included)
     info = res.info
-    assert info["modulus"] > ((1 << bits) - 1) * sum(weights.values())  # all clients, not neighbours
+    assert info["modulus"] > ((1 << bits) - 2) * sum(weights.values())  # all clients, not neighbours
     assert info["t"] <= info["k"] and info["complete_graph"] == (name == "secagg")
     if name == "secagg+":
         assert info["k"] < n - 1 and info["security_bits"] == 40.0
@@ -40,9 +40,9 @@ def test_weighted_sum_of_survivors_within_quantization_error(name):
 
 def test_grid_aligned_inputs_with_integer_weights_are_exact():
     clip, bits = 1.0, 8
-    step = 2 * clip / 255
+    step = clip / 127  # c / L, L = 2^7 - 1
     rng = np.random.default_rng(1)
-    ups = {c: (rng.integers(0, 256, 50) * step - clip) for c in range(6)}
+    ups = {c: (rng.integers(0, 255, 50) * step - clip) for c in range(6)}
     weights = {c: float(c + 1) for c in ups}
     res = make_backend("secagg", clip=clip, precision_bits=bits).aggregate(ups, weights=weights, dropped=[2])
     exact = sum(weights[c] * ups[c] for c in ups if c != 2)

@@ -6,8 +6,8 @@
 * :mod:`.messages`: versioned, length-checked wire messages (no pickle).
 * :mod:`.client_states` / :mod:`.server_states`: one state per protocol round.
 * :mod:`.graph`: Harary graph, session-derived relabelling, automatic (k, t) finder.
-* :mod:`.quantize`: clipping, CSPRNG stochastic rounding (``Quantizer``, a client's
-  chunk-by-chunk encoder), headroom-sized modulus.
+* :mod:`.quantize`: the client's chunk-by-chunk encoder (``Quantizer``) on the crypto
+  layer's one quantizer (:mod:`secagg.quantize`), headroom-sized modulus.
 * :mod:`.driver`: in-process simulation with dropouts at every stage.
 * :mod:`.backend`: the ``"secagg"`` and ``"secagg+"`` aggregation backends.
 """

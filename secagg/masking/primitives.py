@@ -9,16 +9,13 @@ Bonawitz et al. (CCS 2017, section 3) need four primitives; we instantiate them 
   associated data = session id || sender || recipient;
 * PRG for masks: AES-256-CTR under a 256-bit key derived by HKDF from the seed and
   (session id, round, pair or owner, vector name, length, modulus), so no two masks
-  ever share a key stream (the key size of Google's fcp). Keystream block i (i = 0, 1,
-  ...) is E_K(0^96 || [i + 2]_32): the counter blocks that AES-GCM runs for a 96-bit
-  zero nonce, so OpenSSL's AES-GCM engine (VAES / AVX-512 where the CPU has it)
-  produces the keystream as the ciphertext of zeros, and its tag is discarded. Where
-  the CPU has VAES that engine is about twice as fast as OpenSSL's plain CTR mode (the
-  ``prg`` figures of ``bench/secagg_vs_flower.py`` measure both), and its output is bit
-  for bit the CTR keystream (tested against ``modes.CTR``). Each key encrypts one
-  stream, so the fixed nonce is never reused under a key. A stream is at most
-  2^32 - 2 blocks (64 GiB; the 32-bit counter never wraps, longer requests raise), and
-  q blocks of one key are distinguishable from uniform with advantage at most
+  ever share a key stream (the key size of Google's fcp). The keystream is read through
+  OpenSSL's AES-GCM engine with a zero nonce (:mod:`secagg.keystream`, shared with the
+  stochastic rounding of :mod:`secagg.quantize`); where the CPU has VAES that engine is
+  about twice as fast as plain CTR mode (the ``prg`` figures of
+  ``bench/secagg_vs_flower.py`` measure both), and its output is bit for bit the CTR
+  keystream (tested against ``modes.CTR``). A stream is at most 2^32 - 2 blocks, and q
+  blocks of one key are distinguishable from uniform with advantage at most
   q^2 / 2^129 (PRP/PRF switching), under 2^-65;
 * signatures (active-adversary variant only): Ed25519.
 
@@ -41,11 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import InvalidInputError, KeyMismatchError, MalformedMessageError
+from ..keystream import check_prg_length, keystream, prg_cipher
+from ..keystream import zero_bytes as _zeros
 from .vectors import add_difference
 
 KEY_BYTES = 32
@@ -176,52 +174,6 @@ def seed_commitment(config_digest: bytes, owner: int, seed: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- PRG
-#: The longest keystream one PRG key yields: 2^32 - 2 blocks (the GCM counter is 32 bits).
-PRG_MAX_BYTES = ((1 << 32) - 2) * 16
-
-
-def prg_cipher(key: bytes):
-    """An encryptor whose output for zero input is the AES-CTR keystream of ``key``.
-
-    Blocks E_K(0^96 || [2]_32), E_K(0^96 || [3]_32), ...: AES-GCM's counter blocks for a
-    zero nonce (see the module docstring). Read it with ``update_into(zeros, out)``,
-    ``out`` at least 15 bytes longer than the input; callers keep the total under
-    :data:`PRG_MAX_BYTES` (:func:`check_prg_length`).
-    """
-    if len(key) != MASK_KEY_BYTES:
-        raise InvalidInputError(f"PRG key must be {MASK_KEY_BYTES} bytes (AES-256), got {len(key)}")
-    return Cipher(algorithms.AES(key), modes.GCM(bytes(NONCE_BYTES))).encryptor()
-
-
-def check_prg_length(nbytes: int) -> None:
-    """Refuse a keystream longer than one key can give without its counter wrapping."""
-    if nbytes > PRG_MAX_BYTES:
-        raise InvalidInputError(
-            f"a mask of {nbytes} bytes exceeds the PRG limit of {PRG_MAX_BYTES} bytes per key "
-            "(2^32 - 2 AES blocks); split the vector into several named vectors"
-        )
-
-
-def keystream(key: bytes, nbytes: int) -> np.ndarray:
-    """``nbytes`` of the AES-CTR keystream of ``key`` (see :func:`prg_cipher`) as uint8."""
-    check_prg_length(nbytes)
-    out = np.empty(nbytes + 16, dtype=np.uint8)
-    n = prg_cipher(key).update_into(_zeros(nbytes), out)
-    return out[:n]
-
-
-_ZERO_CACHE: dict[int, bytes] = {}
-
-
-def _zeros(nbytes: int) -> bytes:
-    buf = _ZERO_CACHE.get(nbytes)
-    if buf is None:
-        if len(_ZERO_CACHE) > 8:
-            _ZERO_CACHE.clear()
-        buf = _ZERO_CACHE[nbytes] = bytes(nbytes)
-    return buf
-
-
 def word_dtype(modulus: int) -> np.dtype:
     """uint32 for moduli <= 2^32, else uint64: the machine word masks are computed in."""
     return np.dtype(np.uint32) if modulus <= 1 << 32 else np.dtype(np.uint64)
@@ -335,27 +287,6 @@ def add_keystreams(acc: np.ndarray, keys: list[bytes], signs: list[int], *,
     stream = MaskStream(keys, signs, acc.dtype)
     for start in range(0, acc.size, chunk_words):
         stream.add_to(acc[start:start + chunk_words])
-
-
-class CtrStream:
-    """A continuing AES-CTR keystream (:func:`prg_cipher`) read in pieces into one buffer.
-
-    Keyed from ``os.urandom`` it is the CSPRNG of stochastic rounding (never numpy's RNG).
-    """
-
-    def __init__(self, key: bytes) -> None:
-        self._enc = prg_cipher(key)
-        self._buf = np.empty(0, dtype=np.uint8)
-        self._read = 0
-
-    def words16(self, n: int) -> np.ndarray:
-        """The next n keystream words as uint16 (a view, valid until the next call)."""
-        self._read += 2 * n
-        check_prg_length(self._read)
-        if self._buf.size < 2 * n + 16:
-            self._buf = np.empty(2 * n + 16, dtype=np.uint8)
-        self._enc.update_into(_zeros(2 * n), self._buf)
-        return self._buf[:2 * n].view(np.uint16)
 
 
 def random_seed() -> bytes:

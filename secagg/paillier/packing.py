@@ -1,14 +1,15 @@
-"""BatchCrypt-style packing: clip, quantize (stochastic rounding, CSPRNG), pack slots.
+"""BatchCrypt-style packing: quantize (the crypto layer's one quantizer), pack slots.
 
-Follows BatchCrypt (Zhang et al., USENIX ATC 2020, section 4): clip to [-alpha, alpha],
-quantize to signed b-bit integers q in [-L, L] with L = 2^(b-1) - 1 and unbiased
-stochastic rounding q = floor(x L / alpha + u), u ~ U[0, 1) from the OS CSPRNG, then pack
-many values into one Paillier plaintext. Instead of BatchCrypt's two's complement with
-duplicated sign bit we use *offset binary* (the research note's suggestion, B8.4): a
-ciphertext that stands for c summands stores each slot as q + c L in [0, 2 c L]. The
-sum of ciphertexts carrying C summands in total has slots in [0, 2 C L]; slots are
-subtracted C L after decryption, which gives the exact integer sum of the quantized
-values. The only error is quantization (|error| < step = alpha / L per summand).
+Follows BatchCrypt (Zhang et al., USENIX ATC 2020, section 4): values are quantized with
+:mod:`secagg.quantize` (clip to [-alpha, alpha], signed levels in [-L, L] with
+L = 2^(b-1) - 1, step alpha / L, stochastic rounding from a CSPRNG), then many values are
+packed into one Paillier plaintext. Instead of BatchCrypt's two's complement with
+duplicated sign bit we use *offset binary*, the quantizer's own encoding (the research
+note's suggestion, B8.4): a ciphertext that stands for c summands stores each slot as
+q + c L in [0, 2 c L]. The sum of ciphertexts carrying C summands in total has slots in
+[0, 2 C L]; slots are subtracted C L after decryption, which gives the exact integer sum
+of the quantized values. The only error is quantization (|error| < step = alpha / L per
+summand).
 
 Layout (:func:`choose_layout`): slot width w = bit_length(2 K L) for the declared
 maximum number of summands K, so no slot can carry into its neighbour while at most K
@@ -31,14 +32,13 @@ through little-endian uint64 limbs and ``int.from_bytes``.
 
 from __future__ import annotations
 
-import math
-import secrets
 from dataclasses import asdict, dataclass, field
 
 import numba
 import numpy as np
 
 from ..errors import HeadroomExceededError, InvalidInputError
+from ..quantize import Grid
 from .codec import finite_1d
 
 MAX_SLOT_BITS = 62
@@ -59,15 +59,13 @@ class PackingLayout:
     limbs: int = field(init=False)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.clip, int | float) and math.isfinite(self.clip) and self.clip > 0):
-            raise InvalidInputError(f"clip must be a finite number > 0, got {self.clip!r}")
         if not isinstance(self.precision_bits, int) or not 2 <= self.precision_bits <= 48:
             raise InvalidInputError(
                 f"precision_bits must be an integer in [2, 48], got {self.precision_bits!r}"
             )
         if not isinstance(self.max_summands, int) or self.max_summands < 1:
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {self.max_summands!r}")
-        level = (1 << (self.precision_bits - 1)) - 1
+        level = Grid(self.clip, self.precision_bits).level  # checks clip
         slot_bits = (2 * self.max_summands * level).bit_length()
         if slot_bits > MAX_SLOT_BITS:
             raise HeadroomExceededError(
@@ -85,14 +83,14 @@ class PackingLayout:
         object.__setattr__(self, "limbs", -(-(slots + 1) * slot_bits // 64))
 
     @property
-    def scale(self) -> float:
-        """Quantized units per unit of value: L / alpha."""
-        return self.level / self.clip
+    def grid(self) -> Grid:
+        """The quantization grid (clip alpha, precision_bits b) of :mod:`secagg.quantize`."""
+        return Grid(self.clip, self.precision_bits)
 
     @property
     def step(self) -> float:
         """Quantization step alpha / L: per-summand error bound."""
-        return self.clip / self.level
+        return self.grid.step
 
     def ciphertexts_for(self, length: int) -> int:
         return -(-length // self.slots)
@@ -106,8 +104,8 @@ class PackingLayout:
     def quantize(self, values: np.ndarray, summands: int = 1) -> tuple[np.ndarray, int]:
         """Offset slots q + c L (uint64, padded to whole ciphertexts) and the clipped count.
 
-        Values are clipped to |x| <= c alpha (c = ``summands``), then stochastically
-        rounded with CSPRNG uniforms.
+        Values stand for c = ``summands`` summands: clipped to |x| <= c alpha, then
+        stochastically rounded (CSPRNG) by :meth:`secagg.quantize.Grid.encoder`.
         """
         x = finite_1d(values)
         if not isinstance(summands, int) or not 1 <= summands <= self.max_summands:
@@ -115,10 +113,10 @@ class PackingLayout:
                 f"summands must be an integer in [1, {self.max_summands}], got {summands!r}"
             )
         padded = self.ciphertexts_for(x.size) * self.slots
-        u = _csprng_uniform(x.size)
-        out = np.full(padded, summands * self.level, dtype=np.uint64)
-        clipped = _quantize(x, summands * self.clip, self.scale, summands * self.level, u, out)
-        return out, int(clipped)
+        out = np.full(padded, self.grid.offset(summands), dtype=np.uint64)  # padding encodes 0
+        encoder = self.grid.encoder(summands)
+        encoder.encode_into(x, out[:x.size])
+        return out, encoder.clipped
 
     def pack(self, slot_values: np.ndarray, count: int = 0) -> list[int]:
         """Big plaintext integers: value slot i at bits [i w, (i + 1) w), ``count`` in the top slot."""
@@ -165,7 +163,7 @@ class PackingLayout:
 
     def slot_sums(self, slot_values: np.ndarray, length: int, summands: int) -> np.ndarray:
         """Exact integer sums of quantized values: slot - C L, checked to lie in [-C L, C L]."""
-        offset = summands * self.level
+        offset = self.grid.offset(summands)
         s = slot_values[:length]
         if s.size and int(s.max()) > 2 * offset:
             raise HeadroomExceededError(
@@ -175,7 +173,8 @@ class PackingLayout:
         return s.astype(np.int64) - np.int64(offset)
 
     def dequantize(self, sums: np.ndarray) -> np.ndarray:
-        return _dequantize(sums, self.step)
+        """Floats from signed slot sums (:meth:`slot_sums`): sums * step."""
+        return self.grid.values(sums)
 
 
 def choose_layout(
@@ -183,33 +182,6 @@ def choose_layout(
 ) -> PackingLayout:
     """The layout for values |x| <= clip, b-bit quantization, up to K summands, |n| bits."""
     return PackingLayout(float(clip), int(precision_bits), int(max_summands), int(key_bits))
-
-
-
-def _csprng_uniform(size: int) -> np.ndarray:
-    """Uniform floats in [0, 1) with 53 random bits each, from the OS CSPRNG."""
-    words = np.frombuffer(secrets.token_bytes(8 * size), dtype=np.uint64)
-    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-@numba.njit(cache=True)
-def _quantize(x, bound, scale, offset, u, out):
-    clipped = 0
-    for i in range(x.size):
-        v = x[i]
-        if v > bound:
-            v = bound
-            clipped += 1
-        elif v < -bound:
-            v = -bound
-            clipped += 1
-        q = np.floor(v * scale + u[i])
-        if q > offset:
-            q = offset
-        elif q < -offset:
-            q = -offset
-        out[i] = np.uint64(np.int64(q) + offset)
-    return clipped
 
 
 @numba.njit(cache=True)
@@ -242,12 +214,4 @@ def _unpack(limbs, k, w):
             if sh + w > 64:
                 v |= limbs[j, li + 1] << np.uint64(64 - sh)
             out[j * k + s] = v & mask
-    return out
-
-
-@numba.njit(cache=True)
-def _dequantize(sums, step):
-    out = np.empty(sums.size, dtype=np.float64)
-    for i in range(sums.size):
-        out[i] = sums[i] * step
     return out
