@@ -2,7 +2,8 @@
 
 Everything is measured in one run, against peers in the same run:
 
-* accuracy: FCF over ``plain`` on all 943 users (wall time of the whole run), our
+* accuracy: FCF over ``plain`` on all 943 users (wall time with and without the
+  per-round validation and test evaluation), our
   centralized ALS from the same initial Y (the no-loss check; and from a second initial
   Y, to show how much the metrics move between two optima of the same objective), and
   the ``implicit`` library's ALS with the same K, alpha (its confidence matrix
@@ -10,7 +11,7 @@ Everything is measured in one run, against peers in the same run:
   gradient, float32, its own initialisation) and exact (Cholesky, float64, our Y0).
   Test metrics at the best-validation round (HR@10) and the training objective J;
 * ``secagg+`` (``--secagg-bits``, default 24) on all 943 users and ``paillier_packed``
-  (2048-bit key) on a ``--paillier-users`` cohort (default 100: one worker needs minutes
+  (2048-bit key, ``--paillier-bits`` default 24) on a ``--paillier-users`` cohort (default 100: one worker needs minutes
   per round per hundred users): per-round test metrics against a plain run on the same
   users (same seed and Y0), and per-round cost (client seconds per client, server
   seconds, bytes up per client). The packed-Paillier rounds run in a second process
@@ -39,6 +40,7 @@ import phe
 from attacks.fcf_leakage import FCFRecord, evaluate_backend, evaluate_record
 from fedmf.als import ImplicitConfig, centralized_als, init_item_factors, objective, solve_rows
 from fedmf.data import load_implicit
+from fedmf.engine import Engine
 from fedmf.fcf import REPORTED, FCFTrainer, run_fcf
 from fedmf.ranking import evaluate_ranking
 from secagg import make_backend
@@ -73,11 +75,26 @@ def fcf_run(split, backend_name, options, rounds, seed, users=None):
     return summary, attack, time.perf_counter() - t0, engine
 
 
-def _paillier_job(rounds, seed, key_bits, users):
+def _paillier_job(rounds, seed, key_bits, bits, users):
     split = load_implicit("ml-100k", "loo", seed=seed)
-    summary, attack, wall, _ = fcf_run(split, "paillier_packed", {"key_bits": key_bits, "workers": 1}, rounds,
-                                       seed, users=None if users is None else np.arange(users))
+    options = {"key_bits": key_bits, "workers": 1, "precision_bits": bits}
+    summary, attack, wall, _ = fcf_run(split, "paillier_packed", options, rounds, seed,
+                                       users=None if users is None else np.arange(users))
     return summary, attack, wall
+
+
+class _TrainingOnly(FCFTrainer):
+    """FCF without the per-round evaluation (for the wall time of training alone)."""
+
+    def evaluate(self, round):
+        return {}
+
+
+def training_only_wall(split, model, rounds, seed) -> float:
+    """Wall seconds of ``rounds`` plain FCF rounds on every user, no evaluation."""
+    t0 = time.perf_counter()
+    Engine(_TrainingOnly(split, model, seed=seed), "plain", seed=seed).run(rounds)
+    return time.perf_counter() - t0
 
 
 def relative_gap(a: float, b: float) -> float:
@@ -174,6 +191,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default 5; --quick 2)")
     parser.add_argument("--secagg-bits", type=int, default=24, help="secagg+ quantisation bits")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
+    parser.add_argument("--paillier-bits", type=int, default=24, help="packed Paillier quantisation bits")
     parser.add_argument("--paillier-users", type=int, default=100,
                         help="cohort of the paillier_packed run (0: all users)")
     parser.add_argument("--key-bits", type=int, default=2048)
@@ -194,7 +212,7 @@ def main(argv=None) -> dict:
            "host_load_note": "measured while other jobs shared the 2 cores (load average recorded)",
            "load_average_at_start": os.getloadavg()[0]}
     with ProcessPoolExecutor(max_workers=1) as pool:
-        paillier_future = pool.submit(_paillier_job, p_rounds, seed, args.key_bits, p_cohort)
+        paillier_future = pool.submit(_paillier_job, p_rounds, seed, args.key_bits, args.paillier_bits, p_cohort)
 
         print(f"plain FCF, {rounds} rounds on {split.n_users} users ...", flush=True)
         plain, plain_attack, plain_wall, engine = fcf_run(split, "plain", {}, rounds, seed)
@@ -204,6 +222,7 @@ def main(argv=None) -> dict:
                       "last_round": plain["last_round"], "config": plain["config"], "wall_seconds": plain_wall,
                       **cost(plain)}
         print(json.dumps({k: out["fcf"][k] for k in HEADLINE + ("wall_seconds",)}), flush=True)
+        out["fcf"]["training_only_wall_seconds"] = training_only_wall(split, model, rounds, seed)
 
         print("centralized peers ...", flush=True)
         out["als"] = als_peer(split, model, Y0, 20)
@@ -236,7 +255,8 @@ def main(argv=None) -> dict:
 
         print("waiting for paillier_packed ...", flush=True)
         pp, pp_attack, pp_wall = paillier_future.result()
-    out["paillier_packed"] = {"rounds": p_rounds, "users": pp["users"], "wall_seconds": pp_wall, **cost(pp),
+    out["paillier_packed"] = {"rounds": p_rounds, "users": pp["users"], "bits": args.paillier_bits,
+                              "wall_seconds": pp_wall, **cost(pp),
                               "vs_plain_same_cohort": tracking(pp["history"], p_reference["history"])}
     out["cost_per_round"] = {
         name: {k: out_row[k] for k in ("client_seconds_per_round", "server_seconds_per_round", "bytes_up_per_client")}
