@@ -185,4 +185,4 @@ def refit_private(trainer: FedMFTrainer, targets: np.ndarray) -> np.ndarray:
 def test_rmse(trainer: FedMFTrainer, U: np.ndarray, offset: np.ndarray | float = 0.0) -> float:
     """Test RMSE of the model (mu + offset + <u'_i, v'_j>, clipped) with user matrix U."""
     test = trainer.split.test
-    return rmse(predict(trainer.mu + offset, U, trainer.V, test.users, test.items), test.ratings)
+    return rmse(predict(trainer.mu + offset, U, trainer.V, test.users, test.items, test.rating_scale), test.ratings)

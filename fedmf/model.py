@@ -150,6 +150,7 @@ def apply_item_update(
     return V
 
 
-def predict(mu: float, U: np.ndarray, V: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """r_hat = mu + <u'_i, v'_j>, clipped to the 1..5 rating scale."""
-    return np.clip(mu + np.einsum("ij,ij->i", U[users], V[items]), 1.0, 5.0)
+def predict(mu: float, U: np.ndarray, V: np.ndarray, users: np.ndarray, items: np.ndarray,
+            scale: tuple[float, float]) -> np.ndarray:
+    """r_hat = mu + <u'_i, v'_j>, clipped to the dataset's rating scale (lowest, highest)."""
+    return np.clip(mu + np.einsum("ij,ij->i", U[users], V[items]), *scale)

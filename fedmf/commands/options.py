@@ -38,8 +38,9 @@ def int_at_least(low: int):
     return parse
 
 
-def finite_float(*, low: float = -math.inf, strict: bool = False):
-    """argparse type: a finite float >= ``low`` (> ``low`` with ``strict``); no nan, no inf."""
+def finite_float(*, low: float = -math.inf, strict: bool = False, high: float = math.inf):
+    """argparse type: a finite float >= ``low`` (> ``low`` with ``strict``) and <= ``high``;
+    no nan, no inf."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -49,6 +50,8 @@ def finite_float(*, low: float = -math.inf, strict: bool = False):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text}")
         return value
 
     parse.__name__ = "number"

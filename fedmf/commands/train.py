@@ -1,40 +1,91 @@
-"""``fedmf train``: FedMF over an aggregation backend, with a per-round log and a JSON summary.
+"""``fedmf train``: a federated trainer over an aggregation backend, with a per-round log
+and a JSON summary.
 
-``--mask personalized`` trains on personally masked targets and measures the leakage
-(:mod:`fedmf.commands.masked`). A further model is one more ``_train_*`` function
-chosen in :func:`run`.
+``--model`` picks the trainer: ``fedmf`` (explicit ratings, this module; with
+``--mask personalized`` the masked protocol of :mod:`fedmf.commands.masked`) or one of
+:data:`MODELS`, each a module ``fedmf.commands.train_<model>`` that defines ``TITLE``,
+``SPLITS`` (the ``--split`` values it reads), ``add_arguments(group)`` and
+``run(args) -> int``. A model's options are refused with another ``--model`` (one line,
+exit 2), so no option is silently ignored. Adding a trainer to the command line means
+adding such a module and its name to :data:`MODELS`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from tqdm import tqdm
 
-from ..data import load_split
+from ..data import SPLITS, load_split
+from ..errors import ConfigError
 from ..trainer import FedMFTrainer, train_centralized
 from ..warmup import warm_numba_kernels
 from . import masked
 from .options import add_training_arguments, build_backend, int_at_least, model_config, output_path, write_json
 
 NAME = "train"
-HELP = "train FedMF over an aggregation backend and report accuracy and per-round cost"
+HELP = "train a federated recommender over an aggregation backend; report accuracy and per-round cost"
+
+#: --model values besides fedmf, each a module fedmf.commands.train_<name>
+MODELS = ("fcf",)
+#: FedMF's own options (besides the masked protocol's): refused with another --model
+FEDMF_OPTIONS = ("mode", "factors", "lr", "reg", "order", "no_biases", "no_baseline")
+
+
+def _model_module(name: str):
+    return importlib.import_module(f"fedmf.commands.train_{name}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
+    parser.add_argument("--model", choices=("fedmf", *MODELS), default="fedmf",
+                        help="fedmf: explicit-rating FedMF; " + "; ".join(
+                            f"{m}: {_model_module(m).TITLE}" for m in MODELS))
     parser.add_argument("--rounds", type=int_at_least(1), default=60, help="training rounds")
     parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the centralized baseline with the same model and hyperparameters")
+                        help="fedmf: skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON summary here")
-    masked.add_arguments(parser)
+    owned = {"fedmf": set(FEDMF_OPTIONS) | _dests_added(parser, masked.add_arguments, parser)}
+    for name in MODELS:
+        module = _model_module(name)
+        group = parser.add_argument_group(module.TITLE, f"options of --model {name} only")
+        owned[name] = _dests_added(parser, module.add_arguments, group)
+    split = next(a for a in parser._actions if a.dest == "split")
+    split.choices = tuple(dict.fromkeys((*SPLITS, *(s for m in MODELS for s in _model_module(m).SPLITS))))
+    split.default = None
+    split.help = ("train / test split (default: u1 for --model fedmf, else the model's first: "
+                  + ", ".join(f"{m} {_model_module(m).SPLITS[0]}" for m in MODELS) + ")")
+    parser.set_defaults(owned_options=owned)
+
+
+def _dests_added(parser: argparse.ArgumentParser, add, target) -> set[str]:
+    """The option names (dests) that ``add(target)`` adds to ``parser``."""
+    before = {action.dest for action in parser._actions}
+    add(target)
+    return {action.dest for action in parser._actions} - before
 
 
 def validate(args: argparse.Namespace) -> None:
-    masked.validate(args)
+    for model, dests in args.owned_options.items():
+        if model == args.model:
+            continue
+        for dest in sorted(dests):
+            if getattr(args, dest) != args.parser.get_default(dest):
+                flag = "--" + dest.replace("_", "-")
+                raise ConfigError(f"{flag} applies to --model {model} only, not --model {args.model}")
+    splits = SPLITS if args.model == "fedmf" else _model_module(args.model).SPLITS
+    if args.split is None:
+        args.split = "u1" if args.model == "fedmf" else splits[0]
+    if args.split not in splits:
+        raise ConfigError(f"--model {args.model} reads --split {', '.join(splits)}, got --split {args.split}")
+    if args.model == "fedmf":
+        masked.validate(args)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model != "fedmf":
+        return _model_module(args.model).run(args)
     if args.mask == "personalized":
         return masked.run(args)
     return _train_fedmf(args)
