@@ -243,7 +243,7 @@ def main(argv=None) -> dict:
         p_reference, *_ = fcf_run(split, "plain", {}, p_rounds, seed,
                                   users=None if p_cohort is None else np.arange(p_cohort))
         print(f"secagg+ ({args.secagg_bits} bits), {s_rounds} rounds ...", flush=True)
-        sa, sa_attack, sa_wall, _ = fcf_run(split, "secagg+", {"bits": args.secagg_bits}, s_rounds, seed,
+        sa, sa_attack, sa_wall, _ = fcf_run(split, "secagg+", {"precision_bits": args.secagg_bits}, s_rounds, seed,
                                             users=cohort_users)
         out["secagg+"] = {"rounds": s_rounds, "users": sa["users"], "bits": args.secagg_bits, "wall_seconds": sa_wall,
                           **cost(sa), "vs_plain": tracking(sa["history"], reference["history"])}
