@@ -43,14 +43,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from secagg import AggregationBackend, RoundResult, make_backend
+from secagg import AggregationBackend, make_backend
 
 from .autorec import (
+    CODE,
+    DECODER,
+    DROPOUT,
+    ENCODER,
+    HIDDEN,
+    LOSSES,
     Layout,
     decode_hidden,
     decoder_size,
@@ -58,9 +63,9 @@ from .autorec import (
     loss_and_grad,
     targets,
     xavier_init,
-    LOSSES,
 )
 from .data import Split
+from .engine import ClientUpdates, Engine, RoundTrainer, UploadLayout
 from .errors import ConfigError
 
 VARIANTS = ("personalfr", "fedavg")
@@ -72,7 +77,7 @@ class FedConfig:
 
     loss: str = "explicit"
     variant: str = "personalfr"
-    rounds: int = 800
+    rounds: int = 800  # the cosine schedule's length (the code: 800 global rounds)
     fraction: float = 0.1
     local_epochs: int = 5
     batch_users: int = 5
@@ -260,84 +265,103 @@ def evaluate(split: Split, loss: str, codes: np.ndarray, decoder_flat: np.ndarra
 # ---------------------------------------------------------------- the trainer
 
 
-@dataclass
-class RoundLog:
-    round: int
-    lr: float
-    metric: float
-    train_loss: float
-    seconds: float
-    client_seconds: float
-    server_seconds: float
-    bytes_up_per_client: float
-    active_rows_per_client: float
-    sparse_bytes_up_per_client: float
-    participants: int
+def sparse_upload_bytes(active_rows: int, variant: str) -> int:
+    """Bytes of a float32 upload of the dense hidden layers plus only the active item rows.
 
-
-def sparse_upload_bytes(n_items: int, active_rows: int, variant: str) -> int:
-    """Bytes of a float32 upload of the hidden decoder layer plus only the active rows.
-
-    PersonalFR: W3, b3 (dense) + per active item its W4 row, b4 entry and a 4-byte index.
-    FedAvg adds the encoder's W2, b1, b2 and per active item its W1 row.
+    PersonalFR: W3, b3 + per active item its W4 row, its b4 entry and a 4-byte index.
+    FedAvg adds W2, b1, b2 and per active item its W1 row.
     """
-    per_row = 4 * (256 + 1) + 4
-    dense = 4 * (128 * 256 + 256)
+    per_row = 4 * (HIDDEN + 1) + 4
+    dense = 4 * (CODE * HIDDEN + HIDDEN)
     if variant == "fedavg":
-        per_row += 4 * 256
-        dense += 4 * (256 * 128 + 256 + 128)
+        per_row += 4 * HIDDEN
+        dense += 4 * (HIDDEN * CODE + HIDDEN + CODE)
     return dense + per_row * active_rows
 
 
-class PersonalFRTrainer:
-    """PersonalFR / FedAvg rounds for one split over one aggregation backend.
+class PersonalFRTrainer(RoundTrainer):
+    """PersonalFR / FedAvg on the :class:`~fedmf.engine.Engine` (any aggregation backend).
 
     ``clients=None`` puts one user per client; an integer makes that many clients over
-    a seeded random partition of the users (the code's ``iid`` split).
-    ``observer(round, result, uploads, global_flat)`` is called after each round with
-    what the server saw (attacks use it).
+    a seeded random partition of the users (the code's ``iid`` split). The upload is
+    the dense delta of the federated tensors divided by ``upload_scale`` (the backends'
+    codecs take [-1, 1]). The test metric is computed every ``eval_every`` rounds and
+    at the last round (``rounds`` of the config).
     """
 
-    def __init__(self, split: Split, backend: str | AggregationBackend = "plain", *,
-                 config: FedConfig | None = None, clients: int | None = None, seed: int = 0,
-                 observer: Callable | None = None) -> None:
+    def __init__(self, split: Split, *, config: FedConfig | None = None, clients: int | None = None,
+                 seed: int = 0, upload_scale: float = 1.0, eval_every: int = 1) -> None:
         self.cfg = config or FedConfig()
         self.cfg.check()
-        self.split = split
-        self.backend = make_backend(backend)
+        if not upload_scale > 0 or eval_every < 1:
+            raise ConfigError(f"need upload_scale > 0 and eval_every >= 1, got {upload_scale}, {eval_every}")
+        self.split, self.upload_scale, self.eval_every = split, float(upload_scale), int(eval_every)
         self.n_items = split.train.n_items
         self.rng = np.random.default_rng(seed)
         self.global_flat = xavier_init(self.n_items, self.rng)
         self.initial_encoder = self.global_flat[: Layout(self.n_items).encoder_size].copy()
         rows = split.train.rows_by_user()
         groups = assign_users(split.train.n_users, clients, self.rng)
-        self.clients = [client_data(split, g, self.cfg.loss, rows) for g in groups]
+        self.data = [client_data(split, g, self.cfg.loss, rows) for g in groups]
         self.states: dict[int, ClientState] = {}
-        self.observer = observer
-        self.round = 0
-        self.history: list[RoundLog] = []
+        self._pending: dict[int, ClientState] = {}
+        self._round_info: dict[str, float] = {}
 
-    # -- the three pieces an engine needs: client update, upload layout, server step
+    # -- RoundTrainer
+
+    def clients(self) -> list[int]:
+        """Clients holding at least one training rating."""
+        return [c for c, d in enumerate(self.data) if d.items.size]
 
     @property
     def federated(self) -> tuple[str, ...]:
-        """Tensor names in the upload, in order (the upload layout)."""
-        return ("W3", "b3", "W4", "b4") if self.cfg.variant == "personalfr" else (
-            "W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4")
+        """Tensor names in the upload, in order."""
+        return DECODER if self.cfg.variant == "personalfr" else ENCODER + DECODER
 
-    @property
-    def upload_length(self) -> int:
+    def upload_layout(self) -> UploadLayout:
         m = self.n_items
-        return decoder_size(m) if self.cfg.variant == "personalfr" else Layout(m).size
+        length = decoder_size(m) if self.cfg.variant == "personalfr" else Layout(m).size
+        return UploadLayout(length=length, scale=self.upload_scale)
 
-    def sample_clients(self) -> list[int]:
-        n = len(self.clients)
-        k = int(np.ceil(self.cfg.fraction * n))
-        return sorted(int(c) for c in self.rng.permutation(n)[:k] if self.clients[c].items.size)
+    def local_updates(self, round: int, users: list[int]) -> ClientUpdates:
+        lr = self.cfg.lr_at(round - 1)
+        vectors, seconds, losses = {}, {}, []
+        self._pending = {}
+        for cid in users:
+            t0 = time.perf_counter()
+            vectors[cid], loss, self._pending[cid] = self.client_update(cid, lr)
+            seconds[cid] = time.perf_counter() - t0
+            losses.append(loss)
+        active = [self.data[c].items.size for c in users]
+        self._round_info = {
+            "lr": lr,
+            "train_loss": float(np.mean(losses)),
+            "active_rows_per_client": float(np.mean(active)),
+            "sparse_bytes_up_per_client": float(np.mean([sparse_upload_bytes(a, self.cfg.variant) for a in active])),
+            "max_abs_upload": float(max(np.abs(v).max() for v in vectors.values())),
+        }
+        return ClientUpdates(vectors, seconds)
+
+    def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        """theta_federated += sum of the included deltas / their number (FedAvg of the copies)."""
+        start = 0 if self.cfg.variant == "fedavg" else Layout(self.n_items).encoder_size
+        self.global_flat[start:] += (aggregate / len(included)).astype(np.float32)
+        for cid in included:
+            self.states[cid] = self._pending[cid]
+        self._pending = {}
+
+    def evaluate(self, round: int) -> dict[str, float]:
+        metrics = dict(self._round_info)
+        if round % self.eval_every == 0 or round == self.cfg.rounds:
+            score = evaluate(self.split, self.cfg.loss, self.codes(), self.global_flat)
+            metrics[score.metric] = score.value
+        return metrics
+
+    # -- the device side
 
     def client_update(self, cid: int, lr: float) -> tuple[np.ndarray, float, ClientState]:
-        """Local training of client ``cid``; returns (upload, mean loss, new state)."""
-        cfg, data = self.cfg, self.clients[cid]
+        """Local training of client ``cid``; returns (upload in model units, mean loss, new state)."""
+        cfg, data = self.cfg, self.data[cid]
         layout = Layout(data.items.size)
         local = gather_rows(self.global_flat, self.n_items, data.items)
         old = self.states.get(cid)
@@ -352,7 +376,7 @@ class PersonalFRTrainer:
             order = self.rng.permutation(n_users)
             for start in range(0, n_users, cfg.batch_users):
                 b = order[start : start + cfg.batch_users]
-                keep = (self.rng.random((b.size, 128)) >= 0.5).astype(np.float32)
+                keep = (self.rng.random((b.size, CODE)) >= DROPOUT).astype(np.float32)
                 losses.append(loss_and_grad(local, layout, data.values[b], data.observed[b],
                                             cfg.loss, keep, grad))
                 clip_global_norm(grad, cfg.clip_norm)
@@ -365,22 +389,14 @@ class PersonalFRTrainer:
         upload = local_delta(self.global_flat, local, self.n_items, data.items, alpha, self.federated)
         return upload, float(np.mean(losses)), state
 
-    def server_step(self, result: RoundResult) -> None:
-        """theta_federated += mean of the clients' deltas (FedAvg of the copies)."""
-        start = 0 if self.cfg.variant == "fedavg" else Layout(self.n_items).encoder_size
-        self.global_flat[start:] += result.mean.astype(np.float32)
-
     def codes(self) -> np.ndarray:
         """Each user's code h2 (no dropout) from the encoder its client would use."""
         m = self.n_items
-        codes = np.zeros((self.split.train.n_users, 128), np.float32)
-        shared = self.global_flat if self.cfg.variant == "fedavg" else np.concatenate(
-            [self.initial_encoder, self.global_flat[Layout(m).encoder_size:]])
-        for cid, data in enumerate(self.clients):
-            if not data.items.size:
-                p = Layout(m).views(shared)
-                codes[data.users] = np.tanh(np.tanh(p["b1"]) @ p["W2"] + p["b2"])
-                continue
+        codes = np.zeros((self.split.train.n_users, CODE), np.float32)
+        shared = self.global_flat.copy()
+        if self.cfg.variant == "personalfr":  # a client that never trained has the initial encoder
+            shared[: self.initial_encoder.size] = self.initial_encoder
+        for cid, data in enumerate(self.data):
             flat = gather_rows(shared, m, data.items)
             state = self.states.get(cid)
             if self.cfg.variant == "personalfr" and state is not None:
@@ -388,68 +404,36 @@ class PersonalFRTrainer:
             codes[data.users] = encode(Layout(data.items.size).views(flat), data.values)[1]
         return codes
 
-    def evaluate(self) -> Scores:
-        return evaluate(self.split, self.cfg.loss, self.codes(), self.global_flat)
 
-    def run_round(self, *, evaluate: bool = True) -> RoundLog:
-        t_round = time.perf_counter()
-        lr = self.cfg.lr_at(self.round)
-        uploads, states, losses, seconds = {}, {}, [], {}
-        for cid in self.sample_clients():
-            t0 = time.perf_counter()
-            uploads[cid], loss, states[cid] = self.client_update(cid, lr)
-            losses.append(loss)
-            seconds[cid] = time.perf_counter() - t0
-        result = self.backend.aggregate(uploads)
-        t_server = time.perf_counter()
-        before = self.global_flat.copy() if self.observer is not None else None
-        self.server_step(result)
-        server_apply = time.perf_counter() - t_server
-        for cid in result.included:
-            self.states[cid] = states[cid]
-        self.round += 1
-        if self.observer is not None:
-            self.observer(self.round, result, uploads, before)
-        active = [self.clients[c].items.size for c in result.included]
-        cost = result.cost
-        log = RoundLog(
-            round=self.round, lr=lr,
-            metric=self.evaluate().value if evaluate else float("nan"),
-            train_loss=float(np.mean(losses)),
-            seconds=time.perf_counter() - t_round,
-            client_seconds=float(np.mean([seconds[c] + cost.client_seconds.get(c, 0.0)
-                                          for c in result.included])),
-            server_seconds=cost.server_seconds + server_apply,
-            bytes_up_per_client=cost.mean_bytes_up(),
-            active_rows_per_client=float(np.mean(active)),
-            sparse_bytes_up_per_client=float(np.mean(
-                [sparse_upload_bytes(self.n_items, a, self.cfg.variant) for a in active])),
-            participants=len(result.included),
-        )
-        self.history.append(log)
-        return log
+def make_engine(split: Split, backend: str | AggregationBackend = "plain", *,
+                config: FedConfig | None = None, clients: int | None = None, seed: int = 0,
+                upload_scale: float = 1.0, eval_every: int = 1, observer=None) -> Engine:
+    """An :class:`~fedmf.engine.Engine` running PersonalFR / FedAvg at the config's fraction."""
+    trainer = PersonalFRTrainer(split, config=config, clients=clients, seed=seed,
+                                upload_scale=upload_scale, eval_every=eval_every)
+    return Engine(trainer, make_backend(backend), participation=trainer.cfg.fraction,
+                  seed=seed, observer=observer)
 
-    def summary(self) -> dict[str, object]:
-        """Best-on-test round (as the code reports; optimistic) and the last round."""
-        h = [r for r in self.history if np.isfinite(r.metric)]
-        key = "test_rmse" if self.cfg.loss == "explicit" else "ndcg_at_10"
-        pick = min if self.cfg.loss == "explicit" else max
-        best = pick(h, key=lambda r: r.metric) if h else None
-        mean = lambda k: float(np.mean([getattr(r, k) for r in self.history])) if self.history else 0.0
-        return {
-            key: best.metric if best else None,
-            "best_round": best.round if best else None,
-            "last_round": {key: h[-1].metric, "round": h[-1].round} if h else None,
-            "variant": self.cfg.variant,
-            "backend": self.backend.name,
-            "clients": len(self.clients),
-            "rounds": self.round,
-            "seconds_per_round": mean("seconds"),
-            "client_seconds_per_round": mean("client_seconds"),
-            "server_seconds_per_round": mean("server_seconds"),
-            "bytes_up_per_client": mean("bytes_up_per_client"),
-            "active_rows_per_client": mean("active_rows_per_client"),
-            "sparse_bytes_up_per_client": mean("sparse_bytes_up_per_client"),
-            "config": asdict(self.cfg),
-            "history": [asdict(r) for r in self.history],
-        }
+
+def summarize(engine: Engine) -> dict[str, object]:
+    """The engine's summary plus the best-on-test round (as the code reports: optimistic)
+    and the last round, the active rows and the sparse-upload bytes."""
+    trainer = engine.trainer
+    key = "test_rmse" if trainer.cfg.loss == "explicit" else "ndcg_at_10"
+    scored = [r for r in engine.history if key in r.metrics]
+    pick = min if key == "test_rmse" else max
+    best = pick(scored, key=lambda r: r.metrics[key]) if scored else None
+    mean = lambda k: float(np.mean([r.metrics[k] for r in engine.history])) if engine.history else 0.0
+    out = engine.summary()
+    out.update({
+        key: best.metrics[key] if best else None,
+        "best_round": best.round if best else None,
+        "last_round": {key: scored[-1].metrics[key], "round": scored[-1].round} if scored else None,
+        "variant": trainer.cfg.variant,
+        "clients": len(trainer.data),
+        "active_rows_per_client": mean("active_rows_per_client"),
+        "sparse_bytes_up_per_client": mean("sparse_bytes_up_per_client"),
+        "max_abs_upload": max(r.metrics["max_abs_upload"] for r in engine.history) if engine.history else 0.0,
+        "config": asdict(trainer.cfg),
+    })
+    return out
