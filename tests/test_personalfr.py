@@ -222,3 +222,10 @@ def test_attack_at_baseline_under_secagg_plus():
     # the masked view looks active everywhere: precision is the client's share of items
     assert report.recall == 1.0
     assert report.precision == pytest.approx(report.baseline_precision, abs=1e-12)
+
+
+def test_cli_refuses_a_split_other_than_the_codes(capsys):
+    from fedmf.cli import main
+
+    assert main(["train", "--model", "personalfr", "--dataset", "synthetic", "--split", "u1", "--rounds", "1"]) == 2
+    assert "--split random" in capsys.readouterr().err
