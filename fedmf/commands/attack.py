@@ -44,9 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", default=None,
                         help="second backend of the plot (default: plain, or secagg when --backend is plain)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
+    parser.add_argument("--model", choices=("fedmf", "personalfr"), default="fedmf",
+                        help="personalfr: rated items (and ratings) from one decoder upload")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="personalfr: clients over a random user partition (default: one user each)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "personalfr":
+        return _run_personalfr(args)
     if args.rounds < 2:
         raise ConfigError(f"--rounds must be >= 2 (the attack links two rounds), got {args.rounds}")
     config = model_config(args)
@@ -111,3 +117,23 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
+
+
+def _run_personalfr(args: argparse.Namespace) -> int:
+    """PersonalFR: attack every client's first decoder upload (attacks.personalfr_leakage)."""
+    from attacks.personalfr_leakage import run_attack
+    from ..personalfr import FedConfig
+
+    split = load_split(args.dataset, "random", test_fraction=0.1, seed=args.seed)
+    try:
+        report = run_attack(split, args.backend, config=FedConfig(batch_users=1 if args.clients is None else 5),
+                            clients=args.clients, rounds=args.rounds, seed=args.seed,
+                            backend_options=backend_options(args.backend_option)).as_dict()
+    except (SecaggError, TypeError) as exc:
+        raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
+    report.update(dataset=args.dataset, split="random 90/10")
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
