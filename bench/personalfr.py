@@ -108,6 +108,16 @@ def compare(split, loss, rounds, joint_epochs, eval_every, grouped):
     out["target_better_than_fedavg"] = out["gap_vs_fedavg_best"] < 0
     if grouped:
         out["personalfr_100_clients"] = brief(federated(split, loss, "personalfr", rounds, eval_every, 100), key)
+    return derive_grouped(out, loss)
+
+
+def derive_grouped(out: dict, loss: str) -> dict:
+    """Gaps of the 100-client PersonalFR run against Joint (best and last), from its figures."""
+    grouped, key = out.get("personalfr_100_clients"), metric_key(loss)
+    if grouped:
+        grouped["gap_vs_joint_best"] = relative_gap(grouped[key], out["joint"][key], loss)
+        grouped["gap_vs_joint_last"] = relative_gap(grouped["last_round"][key], out["joint"]["last_round"][key], loss)
+        grouped["gap_vs_fedavg_best"] = relative_gap(grouped[key], out["fedavg"][key], loss)
     return out
 
 
@@ -170,6 +180,9 @@ def main(argv=None) -> dict:
         merged = {}
         for path in args.merge:
             merged.update(json.loads(path.read_text()))
+        for loss in ("explicit", "implicit"):
+            if loss in merged:
+                derive_grouped(merged[loss], loss)
         args.json.write_text(json.dumps(merged, indent=2))
         return merged
     rounds = args.rounds or (20 if args.quick else 400)
