@@ -12,6 +12,7 @@ second one (``--compare``).
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -55,9 +56,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", default=None, choices=available_backends(),
                         help="second backend of the plot (default: plain, or secagg when --backend is plain)")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON report here")
+    parser.add_argument("--model", choices=("fedmf", "personalfr"), default="fedmf",
+                        help="personalfr: rated items (and ratings) from one decoder upload")
+    parser.add_argument("--clients", type=int_at_least(2), default=None,
+                        help="personalfr: clients over a random user partition (default: one user each)")
+
+
+#: options of the FedMF attack only, refused with --model personalfr
+FEDMF_ONLY = ("split", "users", "tol", "guard_victims", "guard_others", "plot", "compare", "mode", "order",
+              "factors", "lr", "reg", "no_biases")
 
 
 def validate(args: argparse.Namespace) -> None:
+    if args.model == "personalfr":
+        given = [d for d in FEDMF_ONLY if getattr(args, d) != args.parser.get_default(d)]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to --model fedmf only")
+        return
+    if args.clients is not None:
+        raise ConfigError("--clients applies to --model personalfr only")
     if args.compare is not None and args.plot is None:
         raise ConfigError("--compare applies only with --plot")
     if args.tol >= 1:
@@ -67,6 +84,8 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from attacks.evaluate import guard_demonstration
 
+    if args.model == "personalfr":
+        return _run_personalfr(args)
     config = model_config(args)
     build_backend(args.backend, args.backend_option)  # a bad -o option is refused before any training
     options = backend_options(args.backend_option)
@@ -129,3 +148,22 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
+
+
+def _run_personalfr(args: argparse.Namespace) -> int:
+    """PersonalFR: attack every client's first decoder upload (attacks.personalfr_leakage)."""
+    from attacks.personalfr_leakage import run_attack
+    from ..personalfr import FedConfig
+
+    split = load_split(args.dataset, "random", test_fraction=0.1, seed=args.seed)
+    try:
+        report = run_attack(split, args.backend, config=FedConfig(batch_users=1 if args.clients is None else 5),
+                            clients=args.clients, rounds=args.rounds, seed=args.seed,
+                            backend_options=backend_options(args.backend_option)).as_dict()
+    except (SecaggError, TypeError) as exc:
+        raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
+    report.update(dataset=args.dataset, split="random 90/10")
+    print(json.dumps(report, indent=2))
+    if args.json:
+        write_json(args.json, report)
+    return 0

@@ -28,7 +28,7 @@ NAME = "train"
 HELP = "train a federated recommender over an aggregation backend; report accuracy and per-round cost"
 
 #: --model values besides fedmf, each a module fedmf.commands.train_<name>
-MODELS = ("fcf",)
+MODELS = ("fcf", "personalfr")
 #: FedMF's own options (besides the masked protocol's): refused with another --model
 FEDMF_OPTIONS = ("mode", "factors", "lr", "reg", "order", "no_biases", "no_baseline")
 
