@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import time
 
-
 from ..backend import (
     AggregationBackend,
     RoundCost,
@@ -48,7 +47,9 @@ from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
 from .graph import (GraphParams, complete_parameters, corrupt_count, corrupt_neighbour_bound,
                     find_parameters)
-from .quantize import Quantizer, check_quant_params, dequantize, modulus_for
+from .halves import MaskingDevice, MaskingServer, RoundPlan
+from .primitives import ed25519_keypair
+from .quantize import check_quant_params, dequantize, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
 
@@ -116,35 +117,15 @@ class MaskingBackend(AggregationBackend):
             return complete_parameters(n, **self.rates, active=self.active)
         return find_parameters(n, **self.rates, **self.bounds, active=self.active)
 
-    def _run_round(self, vectors, weights, dropped):
-        clients = sorted(vectors)
-        n, length = len(clients), next(iter(vectors.values())).shape[0]
-        params = self.parameters(n)
-        included = [c for c in clients if c not in set(dropped)]
-        if len(included) < max(self.min_inputs, params.t):
-            raise TooFewInputsError(
-                f"{self.name}: {len(included)} included inputs, fewer than "
-                f"max(min_inputs={self.min_inputs}, t={params.t}); refusing to aggregate"
-            )
-        w_int, scale = integer_weights(weights)
+    def plan(self, clients, length: int, weights=None) -> RoundPlan:
+        """The round's config, (k, t) and integer weights (all clients' weights size the modulus)."""
+        clients = sorted(int(c) for c in clients)
+        params = self.parameters(len(clients))
+        w_int, scale = integer_weights(weights or {c: 1 for c in clients})
         modulus = modulus_for(max(sum(w_int.values()), 1), self.precision_bits)
-        cost = RoundCost()
-        quantizers = {c: Quantizer(self.clip, self.precision_bits, w_int[c]) for c in clients}
-        insecure = dict(allow_insecure_threshold=self.allow_insecure_threshold)
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active,
-                             corrupt_rate=self.rates["corrupt_rate"], **insecure)
-        run = run_round(vectors, config, quantizers=quantizers, dropouts={self.drop_stage: set(dropped)},
-                        record_masked=self.record_view, workers=self.workers,
-                        corrupt_rate=self.rates["corrupt_rate"], **insecure)
-        w_total = sum(w_int[c] for c in run.included)
-        t0 = time.perf_counter()
-        aggregate = dequantize(run.aggregate, self.clip, self.precision_bits, w_total) / scale
-        cost.server_seconds = run.server_seconds + time.perf_counter() - t0
-        cost.client_seconds = dict(run.client_seconds)
-        cost.bytes_up, cost.bytes_down = run.bytes_up, run.bytes_down
-        view = ServerView(aggregate=aggregate)
-        for c, y in run.masked.items():
-            view.per_client[c] = dequantize(y, self.clip, self.precision_bits, w_int[c]) / scale
+                             corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
         info = {
             "k": params.k, "t": params.t, "complete_graph": params.complete,
             "security_bits": params.security_bits, "correctness_bits": params.correctness_bits,
@@ -155,8 +136,58 @@ class MaskingBackend(AggregationBackend):
             "corrupt_neighbours": params.corrupt_neighbours,
             "tolerated_dropout_rate": params.tolerated_dropout_rate,
         }
-        return RoundResult(aggregate=aggregate, total_weight=float(sum(weights[c] for c in run.included)),
-                           included=list(run.included), view=view, cost=cost, info=info)
+        return RoundPlan(config, w_int, scale, self.clip, self.precision_bits, info)
+
+    def device_half(self, client_id: int, *, weight: int = 1, identity_key: bytes | None = None,
+                    pki: dict[int, bytes] | None = None) -> MaskingDevice:
+        """A client of this backend (active variant: its Ed25519 key and the PKI)."""
+        return MaskingDevice(client_id, clip=self.clip, precision_bits=self.precision_bits,
+                             weight=weight, out_of_range=self.out_of_range, identity_key=identity_key,
+                             pki=pki, corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
+
+    def server_half(self, clients, length, *, weights=None, plan: RoundPlan | None = None,
+                    pki: dict[int, bytes] | None = None) -> MaskingServer:
+        """The server of a round of ``clients`` (or of a ready ``plan``)."""
+        plan = plan or self.plan(clients, length, weights)
+        return MaskingServer(plan, min_inputs=self.min_inputs, pki=pki,
+                             corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
+
+    def _run_round(self, vectors, weights, dropped):
+        clients = sorted(vectors)
+        length = next(iter(vectors.values())).shape[0]
+        t = self.parameters(len(clients)).t
+        included = [c for c in clients if c not in set(dropped)]
+        if len(included) < max(self.min_inputs, t):
+            raise TooFewInputsError(
+                f"{self.name}: {len(included)} included inputs, fewer than "
+                f"max(min_inputs={self.min_inputs}, t={t}); refusing to aggregate"
+            )
+        plan = self.plan(clients, length, weights)
+        idkeys, pki = {}, None
+        if self.active:
+            pki = {}
+            for c in clients:
+                idkeys[c], pki[c] = ed25519_keypair()
+        devices = {c: self.device_half(c, weight=plan.weights[c], identity_key=idkeys.get(c), pki=pki)
+                   for c in clients}
+        server = self.server_half(clients, length, plan=plan, pki=pki)
+        run = run_round(vectors, plan.config, clients=devices, server=server.secagg,
+                        dropouts={self.drop_stage: set(dropped)}, record_masked=self.record_view,
+                        workers=self.workers, corrupt_rate=self.rates["corrupt_rate"],
+                        allow_insecure_threshold=self.allow_insecure_threshold)
+        t0 = time.perf_counter()
+        decoded = server.decode(run.aggregate, list(run.included))
+        cost = RoundCost(client_seconds=dict(run.client_seconds),
+                         server_seconds=run.server_seconds + time.perf_counter() - t0,
+                         bytes_up=run.bytes_up, bytes_down=run.bytes_down)
+        view = ServerView(aggregate=decoded.aggregate)
+        for c, y in run.masked.items():
+            view.per_client[c] = dequantize(y, self.clip, self.precision_bits, plan.weights[c]) / plan.scale
+        return RoundResult(aggregate=decoded.aggregate,
+                           total_weight=float(sum(weights[c] for c in run.included)),
+                           included=list(run.included), view=view, cost=cost, info=decoded.info)
 
 
 class SecAggPlusBackend(MaskingBackend):
