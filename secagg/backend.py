@@ -53,6 +53,11 @@ checks it for each one.
   ``out_of_range`` (the policy) and ``sparse`` (``"none"``: no support given,
   ``"sparse"``: aggregated sparsely, ``"dense"``: run densely by the opt-in), plus
   the backend's own documented keys.
+* **Split form** (:mod:`secagg.split`). ``device_half(client_id, weight=1)`` is what one
+  client runs on its own vector and ``server_half(clients, length, weights=None)`` what
+  the server runs on the bytes it receives; ``aggregate`` runs the same halves in one
+  process, :mod:`secagg.flower` over Flower. ``plain``, ``secagg`` and ``secagg+`` have
+  one; the others raise NotImplementedError naming the backend.
 * **Resources.** ``close()`` releases what the backend holds (process pools); a
   backend is also a context manager that closes on exit.
 
