@@ -1,6 +1,7 @@
 """Benchmark: one Flower app in Flower's simulation engine, three ways (issue 18).
 
     python bench/flower_secagg.py [--quick] [--json PATH] [--points n:length:dropout,...]
+    python bench/flower_secagg.py --table RUN.json [RUN.json ...]   # the README table
 
 The same clients and vectors, the same dropouts (the first ceil(dropout n) nodes fail
 their train step, i.e. after sharing keys, before sending the masked input), run as:
@@ -141,6 +142,10 @@ def _apps(way: str, n: int, length: int, dropped: set[int], folder: str, out: di
 
     client = ClientApp()
 
+    @client.query()
+    def warm_up(msg, context):
+        return Message(RecordDict(), reply_to=msg)
+
     def train(msg, context):
         partition = int(context.node_config["partition-id"])
         if partition in dropped:
@@ -235,12 +240,36 @@ def run_point(n: int, length: int, dropout: float) -> dict:
     return point
 
 
+def markdown_table(results: list[dict]) -> str:
+    """The README table of finished runs (each a ``--json`` file's content), one row per point."""
+    lines = ["| n | length | dropped | (k, t) | plain wall s | ours wall s | Flower plain wall s | "
+             "Flower wall s | ours overhead s | Flower overhead s | ratio | client CPU s ours / Flower | "
+             "KiB up ours / Flower | exact | load |",
+             "|" + "---|" * 15]
+    for result in results:
+        for p in result["points"]:
+            w = p["ways"]
+            lines.append(
+                f"| {p['n']} | {p['length']:.0e} | {p['dropped']} | ({p['k']}, {p['t']}) | "
+                f"{w['plain']['wall']:.2f} | {w['ours']['wall']:.2f} | {w['flower_plain']['wall']:.2f} | "
+                f"{w['flower']['wall']:.2f} | {p['ours_overhead_seconds']:.2f} | "
+                f"{p['flower_overhead_seconds']:.2f} | {p['overhead_ratio']:.3f} | "
+                f"{w['ours']['client_cpu']:.1f} / {w['flower']['client_cpu']:.1f} | "
+                f"{w['ours']['bytes_up_per_client'] / 1024:.0f} / {w['flower']['bytes_up_per_client'] / 1024:.0f} | "
+                f"{'yes' if p['exact'] else 'NO'} | {result['host']['loadavg'][0]:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only n=50, length 1e5, 10%% dropout")
     ap.add_argument("--json", help="write results to this path")
     ap.add_argument("--points", help="comma-separated n:length:dropout (default: the issue's grid)")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print the README table of finished runs and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table([json.loads(Path(path).read_text()) for path in args.table]))
+        return 0
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     if args.points:
         grid = [(int(a), int(float(b)), float(c)) for a, b, c in (p.split(":") for p in args.points.split(","))]
