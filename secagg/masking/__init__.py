@@ -9,6 +9,9 @@
 * :mod:`.quantize`: clipping, CSPRNG stochastic rounding (``Quantizer``, a client's
   chunk-by-chunk encoder), headroom-sized modulus.
 * :mod:`.driver`: in-process simulation with dropouts at every stage.
+* :mod:`.halves`: the backends' device half (a client that encodes its own vector) and
+  server half (SecAggServer + decoding), :mod:`secagg.split`.
+* :mod:`.snapshot`: a client's state as bytes between two messages (no pickle).
 * :mod:`.backend`: the ``"secagg"`` and ``"secagg+"`` aggregation backends.
 """
 
