@@ -205,3 +205,31 @@ def test_masked_reply_carries_no_plaintext_arrays():
 def test_workflow_refuses_non_masking_backends():
     with pytest.raises(InvalidInputError):
         SecAggWorkflow("plain")
+
+
+def test_weighted_round_sums_weighted_inputs_and_their_weights_exactly():
+    def weighted(msg, ctxt):
+        reply = _train(msg, ctxt)
+        reply.content["metrics"] = MetricRecord({"num-examples": ctxt.node_id - FIRST_NODE + 1})
+        return reply
+
+    gone = FIRST_NODE + 1
+    grid = LocalGrid(5, {(gone, "masked-input"): "silent"}, train=weighted)
+    result = _workflow(max_weight=6)(grid, _model())
+    survivors = [n for n in grid.contexts if n != gone]
+    weight = {n: n - FIRST_NODE + 1 for n in survivors}
+    assert result.total_weight == sum(weight.values())
+    np.testing.assert_array_equal(result.words, sum(weight[n] * _words(n) for n in survivors))
+    expected = sum(weight[n] * (2.0 * _words(n) - (2**16 - 1)) / 2**17 for n in survivors)
+    np.testing.assert_allclose(result.mean()["b"].numpy(), expected[6:] / sum(weight.values()), atol=1e-12)
+
+
+def test_a_weight_above_max_weight_is_a_dropout():
+    def heavy(msg, ctxt):
+        reply = _train(msg, ctxt)
+        reply.content["metrics"] = MetricRecord({"num-examples": 9 if ctxt.node_id == FIRST_NODE else 1})
+        return reply
+
+    result = _workflow(max_weight=6)(LocalGrid(5, train=heavy), _model())
+    assert "[0, 6]" in result.dropouts["masked-input"][FIRST_NODE]
+    assert result.total_weight == 4

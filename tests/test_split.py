@@ -108,3 +108,24 @@ def test_device_applies_the_range_policy():
 def test_backends_without_a_split_form_say_so():
     with pytest.raises(NotImplementedError, match="no split"):
         make_backend("paillier_packed").server_half([0, 1], 4)
+
+
+def test_devices_weight_themselves_and_the_total_weight_travels_masked():
+    words, xs = _grid_vectors(5, 12, seed=3)
+    backend = make_backend("secagg+", clip=GRID_CLIP, precision_bits=16)
+    plan = backend.plan(sorted(xs), 12, max_weight=7)
+    assert plan.weight_word and plan.config.length == 13
+    server = backend.server_half(sorted(xs), 12, plan=plan)
+    devices = {c: backend.device_half(c, max_weight=7) for c in xs}
+    weight = {c: c + 2 for c in xs}
+    for c, device in devices.items():
+        device.set_weight(weight[c])
+    run = run_in_process(server, devices, xs, {"MaskedInputCollection": {1}})
+    survivors = [0, 2, 3, 4]
+    assert run.result.total_weight == sum(weight[c] for c in survivors)
+    np.testing.assert_array_equal(run.result.words, sum(weight[c] * words[c] for c in survivors))
+    np.testing.assert_allclose(run.result.aggregate, sum(weight[c] * xs[c] for c in survivors), atol=1e-9)
+    with pytest.raises(Exception, match=r"integer in \[0, 7\]"):
+        backend.device_half(0, max_weight=7).set_weight(8)
+    frozen = MaskingDevice.from_bytes(devices[0].to_bytes())
+    assert frozen.max_weight == 7

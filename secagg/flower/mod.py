@@ -8,7 +8,8 @@ For a ``train`` message (any ``train.<action>``) whose content holds our
    the stage before it (records.NEXT_STAGE), else ProtocolError;
 2. at ``masked-input`` (the only stage that needs the vector) it calls the wrapped
    ClientApp (``call_next``), flattens the single ``ArrayRecord`` of its reply, checks
-   it against the range policy and masks it; the reply keeps the inner metrics and
+   it against the range policy and masks it (weighted rounds: times its integer weight,
+   the reply's metric named by the server's ``weight-key``, sent masked as one more word); the reply keeps the inner metrics and
    config records but never the plaintext arrays;
 3. it freezes the device to bytes in ``Context.state`` and replies with the protocol
    bytes.
@@ -41,14 +42,18 @@ def make_secagg_mod(*, corrupt_rate: float = 0.05, allow_insecure_threshold: boo
         if not isinstance(stage, str) or not isinstance(payload, bytes):
             raise ProtocolError("secagg mod: the request needs a str 'stage' and bytes 'payload'")
         device = _device_for(stage, request, ctxt, corrupt_rate, allow_insecure_threshold)
+        weight_key = str(request.get("weight-key", "")) if stage == "setup" else \
+            str(ctxt.state.config_records[STATE].get("weight-key", ""))
         content = RecordDict()
         if device.needs_input(payload):
             inner = call_next(msg, ctxt)
             if inner.has_error():
                 return inner
+            if device.max_weight:
+                device.set_weight(_metric(inner.content, weight_key))
             content = _strip_arrays(inner.content, device)
         reply = device.handle(payload)
-        ctxt.state.config_records[STATE] = ConfigRecord({"next": NEXT_STAGE[stage],
+        ctxt.state.config_records[STATE] = ConfigRecord({"next": NEXT_STAGE[stage], "weight-key": weight_key,
                                                          "device": device.to_bytes()})
         content.config_records[RECORD] = ConfigRecord({"stage": stage, "payload": bytes(reply)})
         return Message(content, reply_to=msg)
@@ -69,7 +74,8 @@ def _device_for(stage: str, request: ConfigRecord, ctxt: Context, corrupt_rate: 
         try:
             return MaskingDevice(int(request["client-id"]), clip=float(request["clip"]),
                                  precision_bits=int(request["precision-bits"]),
-                                 out_of_range=str(request["out-of-range"]), corrupt_rate=corrupt_rate,
+                                 out_of_range=str(request["out-of-range"]),
+                                 max_weight=int(request.get("max-weight", 0)), corrupt_rate=corrupt_rate,
                                  allow_insecure_threshold=allow_insecure)
         except KeyError as exc:
             raise ProtocolError(f"secagg mod: the setup request lacks {exc.args[0]!r}") from None
@@ -79,6 +85,14 @@ def _device_for(stage: str, request: ConfigRecord, ctxt: Context, corrupt_rate: 
     if state["next"] != stage:
         raise ProtocolError(f"secagg mod: stage {stage!r} arrived where {state['next']!r} was expected")
     return MaskingDevice.from_bytes(state["device"])
+
+
+def _metric(content: RecordDict, key: str):
+    """The value of metric ``key`` in the train reply (the node's weight)."""
+    for record in content.metric_records.values():
+        if key in record:
+            return record[key]
+    raise InvalidInputError(f"secagg mod: weighted round, but the train reply has no metric {key!r}")
 
 
 def _strip_arrays(inner: RecordDict, device: MaskingDevice) -> RecordDict:

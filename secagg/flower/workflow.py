@@ -10,7 +10,7 @@ survivors; a round that falls below the threshold t or ``min_inputs`` raises
 (RoundAbortedError / TooFewInputsError, naming the stage and the dropouts) and
 reveals nothing. (k, t) come from the backend's finder, the encoding from its
 ``clip`` / ``precision_bits`` / ``out_of_range``; weights are 1 (the sum; the mean is
-``sum / total_weight``).
+``sum / total_weight``) unless ``max_weight`` is set (FedAvg by example counts).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class FlowerRound:
     """The outcome of one round: the sum as arrays, who is in it, who dropped and why."""
 
     arrays: ArrayRecord  #: sum of the survivors' arrays (float64, the model's shapes)
-    total_weight: float  #: number of survivors (unit weights)
+    total_weight: float  #: number of survivors (unit weights) or the sum of their weights
     included: list[int]  #: node ids whose update is in the sum
     dropouts: dict[str, dict[int, str]] = field(default_factory=dict)  #: stage -> node -> reason
     metrics: dict[int, MetricRecord] = field(default_factory=dict)  #: the train replies' metrics
@@ -51,16 +51,23 @@ class SecAggWorkflow:
     ``backend`` is a masking backend name with its options (``clip``,
     ``precision_bits``, ``dropout_rate``, ``k``/``t``, ``min_inputs``...) or an instance;
     ``timeout`` is the seconds each stage waits for replies; ``action`` routes the
-    messages to ``@app.train(action)`` (message type ``train.<action>``).
+    messages to ``@app.train(action)`` (message type ``train.<action>``). ``max_weight``
+    > 0 weights each node by its train reply's integer metric ``weight_key`` (at most
+    ``max_weight``, else the node drops): the sum is sum_i w_i x_i and the total weight
+    travels masked with it (the modulus covers every node at ``max_weight``).
     """
 
     def __init__(self, backend: str | MaskingBackend = "secagg+", *, timeout: float | None = 60.0,
-                 action: str | None = None, **options) -> None:
+                 action: str | None = None, max_weight: int = 0, weight_key: str = "num-examples",
+                 **options) -> None:
         self.backend = make_backend(backend, **options)
         if not isinstance(self.backend, MaskingBackend):
             raise InvalidInputError(f"SecAggWorkflow runs the masking backends, not {self.backend.name!r}")
         if self.backend.active:
             raise InvalidInputError("the active variant needs a PKI of the nodes: not available over Flower yet")
+        if isinstance(max_weight, bool) or not isinstance(max_weight, int) or max_weight < 0:
+            raise InvalidInputError(f"max_weight must be an integer >= 0, got {max_weight!r}")
+        self.max_weight, self.weight_key = max_weight, str(weight_key)
         self.timeout = timeout
         self.message_type = MessageType.TRAIN + (f".{action}" if action else "")
 
@@ -71,7 +78,8 @@ class SecAggWorkflow:
         if length < 1:
             raise InvalidInputError("SecAggWorkflow: the model has no entries")
         pid = {node: i for i, node in enumerate(nodes)}  # protocol ids fit 32 bits, node ids may not
-        server = self.backend.server_half(list(pid.values()), length)
+        plan = self.backend.plan(list(pid.values()), length, max_weight=self.max_weight)
+        server = self.backend.server_half(list(pid.values()), length, plan=plan)
         run = _Run(pid, server)
         outbox = server.start()
         while outbox:
@@ -99,7 +107,8 @@ class SecAggWorkflow:
         if stage == "setup":
             record.update({"client-id": client_id,
                            "clip": float(server.plan.clip), "precision-bits": int(server.plan.bits),
-                           "out-of-range": self.backend.out_of_range})
+                           "out-of-range": self.backend.out_of_range, "max-weight": self.max_weight,
+                           "weight-key": self.weight_key})
         content = RecordDict({RECORD: ConfigRecord(record)})
         if stage == "masked-input":
             content[ARRAYS] = arrays

@@ -117,10 +117,17 @@ class MaskingBackend(AggregationBackend):
             return complete_parameters(n, **self.rates, active=self.active)
         return find_parameters(n, **self.rates, **self.bounds, active=self.active)
 
-    def plan(self, clients, length: int, weights=None) -> RoundPlan:
-        """The round's config, (k, t) and integer weights (all clients' weights size the modulus)."""
+    def plan(self, clients, length: int, weights=None, *, max_weight: int = 0) -> RoundPlan:
+        """The round's config, (k, t) and integer weights (all clients' weights size the modulus).
+
+        ``max_weight`` > 0: each device sets its own integer weight <= max_weight and
+        sends it as one extra word (RoundPlan.weight_word); the modulus covers every
+        client at max_weight.
+        """
         clients = sorted(int(c) for c in clients)
         params = self.parameters(len(clients))
+        if max_weight:
+            weights, length = {c: int(max_weight) for c in clients}, length + 1
         w_int, scale = integer_weights(weights or {c: 1 for c in clients})
         modulus = modulus_for(max(sum(w_int.values()), 1), self.precision_bits)
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active,
@@ -136,13 +143,17 @@ class MaskingBackend(AggregationBackend):
             "corrupt_neighbours": params.corrupt_neighbours,
             "tolerated_dropout_rate": params.tolerated_dropout_rate,
         }
-        return RoundPlan(config, w_int, scale, self.clip, self.precision_bits, info)
+        return RoundPlan(config, w_int, scale, self.clip, self.precision_bits, info,
+                         weight_word=bool(max_weight))
 
-    def device_half(self, client_id: int, *, weight: int = 1, identity_key: bytes | None = None,
+    def device_half(self, client_id: int, *, weight: int = 1, max_weight: int = 0,
+                    identity_key: bytes | None = None,
                     pki: dict[int, bytes] | None = None) -> MaskingDevice:
-        """A client of this backend (active variant: its Ed25519 key and the PKI)."""
+        """A client of this backend (``max_weight``: it sets its own weight per round;
+        active variant: its Ed25519 key and the PKI)."""
         return MaskingDevice(client_id, clip=self.clip, precision_bits=self.precision_bits,
-                             weight=weight, out_of_range=self.out_of_range, identity_key=identity_key,
+                             weight=weight, out_of_range=self.out_of_range, max_weight=max_weight,
+                             identity_key=identity_key,
                              pki=pki, corrupt_rate=self.rates["corrupt_rate"],
                              allow_insecure_threshold=self.allow_insecure_threshold)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import apply_range
-from ..errors import MalformedMessageError, ProtocolError, TooFewInputsError
+from ..errors import InvalidInputError, MalformedMessageError, ProtocolError, TooFewInputsError
 from ..split import DeviceHalf, ServerHalf, SplitResult
 from ..wire import Reader
 from . import messages as m
@@ -40,16 +40,33 @@ class RoundPlan:
     clip: float
     bits: int
     info: dict  #: (k, t), bounds and encoding facts for RoundResult.info
+    #: True: each device sets its own integer weight w <= max_weight per round and sends it
+    #: as the last word (the config length is the vector length + 1), so the server learns
+    #: the survivors' total weight only as part of the masked sum
+    weight_word: bool = False
 
 
 class MaskingDevice(SecAggClient, DeviceHalf):
     """A SecAgg client that encodes its own float vector (see the module docstring)."""
 
     def __init__(self, client_id: int, *, clip: float, precision_bits: int, weight: int = 1,
-                 out_of_range: str = "raise", **client_options) -> None:
+                 out_of_range: str = "raise", max_weight: int = 0, **client_options) -> None:
         super().__init__(client_id, **client_options)
         self.quantizer = Quantizer(clip, precision_bits, int(weight))
         self.out_of_range = out_of_range
+        self.max_weight = int(max_weight)  #: 0: weight fixed above; else set per round, sent as a word
+
+    def set_weight(self, weight) -> None:
+        """This round's integer weight (weight-word rounds only): 0 <= weight <= max_weight."""
+        if not self.max_weight:
+            raise ProtocolError(f"client {self.client_id}: this device's weight is fixed by the server")
+        if (isinstance(weight, bool) or not isinstance(weight, int | float | np.integer)
+                or weight != int(weight) or not 0 <= weight <= self.max_weight):
+            raise InvalidInputError(
+                f"client {self.client_id}: weight must be an integer in [0, {self.max_weight}], got {weight!r}"
+            )
+        q = self.quantizer
+        self.quantizer = Quantizer(q.clip, q.bits, int(weight))
 
     def needs_input(self, message: bytes) -> bool:
         return m.message_type(message) == m.T_FORWARD
@@ -58,23 +75,31 @@ class MaskingDevice(SecAggClient, DeviceHalf):
         if quantizer is None:
             x, _ = apply_range(np.asarray(x, dtype=np.float64), self.quantizer.clip, self.out_of_range,
                                self.client_id)
+        if self.max_weight:  # w q(x) then w itself, as words of the round modulus
+            cfg = self.ctx.config
+            if cfg is None:
+                raise ProtocolError(f"client {self.client_id}: a weighted input needs the round config first")
+            words = self.quantizer.encode(x, cfg.modulus)
+            super().set_input(np.append(words, words.dtype.type(self.quantizer.weight)))
+            return
         super().set_input(x, quantizer or self.quantizer)
 
     def to_bytes(self) -> bytes:
         """The device's state between two messages (secrets included: keep it on the device)."""
         q = self.quantizer
-        head = struct.pack(">dBQB", q.clip, q.bits, q.weight, int(self.out_of_range == "clip"))
+        head = struct.pack(">dBQBQ", q.clip, q.bits, q.weight, int(self.out_of_range == "clip"),
+                           self.max_weight)
         return head + dump_client(self.ctx, self.state)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MaskingDevice:
         r = Reader(data, "masking device")
-        clip, bits, weight, clip_policy = r.unpack(">dBQB", "encoding")
+        clip, bits, weight, clip_policy, max_weight = r.unpack(">dBQBQ", "encoding")
         if clip_policy > 1:
             raise MalformedMessageError("masking device: bad out_of_range flag")
         ctx, state = load_client(bytes(r.rest()))
         device = cls(ctx.client_id, clip=clip, precision_bits=bits, weight=weight,
-                     out_of_range="clip" if clip_policy else "raise")
+                     out_of_range="clip" if clip_policy else "raise", max_weight=max_weight)
         device.ctx, device.state = ctx, state
         return device
 
@@ -118,7 +143,10 @@ class MaskingServer(ServerHalf):
     def decode(self, words: np.ndarray, included: list[int]) -> SplitResult:
         """Floats from the exact modular sum of the included clients' weighted words."""
         p = self.plan
-        w_total = sum(p.weights[c] for c in included)
+        if p.weight_word:
+            words, w_total = words[:-1], int(words[-1])
+        else:
+            w_total = sum(p.weights[c] for c in included)
         aggregate = dequantize(words, p.clip, p.bits, w_total) / p.scale
         return SplitResult(aggregate, w_total / p.scale, included, dict(p.info), words)
 
