@@ -53,6 +53,11 @@ checks it for each one.
   ``out_of_range`` (the policy) and ``sparse`` (``"none"``: no support given,
   ``"sparse"``: aggregated sparsely, ``"dense"``: run densely by the opt-in), plus
   the backend's own documented keys.
+* **Split form** (:mod:`secagg.split`). ``device_half(client_id, weight=1)`` is what one
+  client runs on its own vector and ``server_half(clients, length, weights=None)`` what
+  the server runs on the bytes it receives; ``aggregate`` runs the same halves in one
+  process, :mod:`secagg.flower` over Flower. ``plain``, ``secagg`` and ``secagg+`` have
+  one; the others raise NotImplementedError naming the backend.
 * **Resources.** ``close()`` releases what the backend holds (process pools); a
   backend is also a context manager that closes on exit.
 
@@ -76,14 +81,16 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-import time
+import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
 
-from .errors import InvalidInputError, TooFewInputsError
+from .errors import InvalidInputError, MalformedMessageError, ProtocolError, TooFewInputsError
+from .split import DeviceHalf, ServerHalf, SplitResult, run_in_process
+from .wire import Reader
 
 
 @dataclass
@@ -304,22 +311,25 @@ class AggregationBackend(abc.ABC):
 
     def _apply_range(self, vectors: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], int]:
         """Enforce [-clip, clip] by ``out_of_range``; return the vectors and the clipped count."""
-        if self.clip is None:
-            return vectors, 0
         clipped = 0
         out = {}
         for cid, x in vectors.items():
-            outside = int(np.count_nonzero(np.abs(x) > self.clip))
-            if outside and self.out_of_range == "raise":
-                worst = float(np.max(np.abs(x)))
-                raise InvalidInputError(
-                    f"update of client {cid} has {outside} value(s) outside [-clip, clip] = "
-                    f"[-{self.clip:g}, {self.clip:g}] (largest |x| = {worst:.6g}); scale the update, "
-                    "raise clip, or construct the backend with out_of_range='clip'"
-                )
+            out[cid], outside = apply_range(x, self.clip, self.out_of_range, cid)
             clipped += outside
-            out[cid] = np.clip(x, -self.clip, self.clip) if outside else x
         return out, clipped
+
+    def device_half(self, client_id: int, *, weight: int = 1) -> DeviceHalf:
+        """What client ``client_id`` runs in a split round (:mod:`secagg.split`).
+
+        ``weight`` is the integer multiplier the device applies itself (encoding
+        backends); backends that weight on the server ignore it.
+        """
+        raise NotImplementedError(f"backend {self.name!r} has no split (device/server) form yet")
+
+    def server_half(self, clients: Sequence[int], length: int, *,
+                    weights: Mapping[int, float] | None = None) -> ServerHalf:
+        """What the server runs in a split round of ``clients`` on vectors of ``length``."""
+        raise NotImplementedError(f"backend {self.name!r} has no split (device/server) form yet")
 
     def _run_sparse_round(
         self,
@@ -338,6 +348,24 @@ class AggregationBackend(abc.ABC):
         self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int]
     ) -> RoundResult:
         """Run the protocol on checked inputs (at least ``min_inputs`` survive, values in range)."""
+
+
+def apply_range(x: np.ndarray, clip: float | None, out_of_range: str, cid: int) -> tuple[np.ndarray, int]:
+    """One client's vector under the contract's range policy: (vector, clipped count).
+
+    Used by ``aggregate`` for every client and by a device half on its own vector.
+    """
+    if clip is None:
+        return x, 0
+    outside = int(np.count_nonzero(np.abs(x) > clip))
+    if outside and out_of_range == "raise":
+        worst = float(np.max(np.abs(x)))
+        raise InvalidInputError(
+            f"update of client {cid} has {outside} value(s) outside [-clip, clip] = "
+            f"[-{clip:g}, {clip:g}] (largest |x| = {worst:.6g}); scale the update, "
+            "raise clip, or construct the backend with out_of_range='clip'"
+        )
+    return (np.clip(x, -clip, clip) if outside else x), outside
 
 
 def check_workers(workers: int | None) -> int:
@@ -476,29 +504,28 @@ class PlainBackend(AggregationBackend):
         super().__init__(min_inputs=min_inputs, record_view=record_view, clip=clip,
                          out_of_range=out_of_range)
 
+    def device_half(self, client_id: int, *, weight: int = 1) -> PlainDevice:
+        return PlainDevice(client_id, self.clip, self.out_of_range)
+
+    def server_half(self, clients, length, *, weights=None) -> PlainServer:
+        return PlainServer(clients, length, weights, min_inputs=self.min_inputs)
+
     def _run_round(self, vectors, weights, dropped):
-        included = [cid for cid in vectors if cid not in set(dropped)]
+        clients = sorted(vectors)
         length = next(iter(vectors.values())).shape[0]
-        cost = RoundCost()
-        view = ServerView()
-        t0 = time.perf_counter()
-        total = np.zeros(length)
-        for cid in included:
-            total += weights[cid] * vectors[cid]
-            cost.bytes_up[cid] = vectors[cid].nbytes + 8  # the vector and its weight
-            cost.bytes_down[cid] = total.nbytes
-            cost.client_seconds[cid] = 0.0
-            if self.record_view:
-                view.per_client[cid] = vectors[cid]
-        cost.server_seconds = time.perf_counter() - t0
-        view.aggregate = total
-        return RoundResult(
-            aggregate=total,
-            total_weight=sum(weights[c] for c in included),
-            included=included,
-            view=view,
-            cost=cost,
-        )
+        server = self.server_half(clients, length, weights=weights)
+        devices = {c: self.device_half(c) for c in clients}
+        run = run_in_process(server, devices, vectors, {PlainServer.stage: dropped})
+        included = run.result.included
+        cost = RoundCost(client_seconds={c: run.client_seconds[c] for c in included},
+                         server_seconds=run.server_seconds,
+                         bytes_up={c: run.bytes_up[c] for c in included},
+                         bytes_down={c: run.bytes_down[c] + length * 8 for c in included})
+        view = ServerView(aggregate=run.result.aggregate)
+        if self.record_view:
+            view.per_client = {c: vectors[c] for c in included}
+        return RoundResult(aggregate=run.result.aggregate, total_weight=run.result.total_weight,
+                           included=included, view=view, cost=cost)
 
     def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
         """PartText in clear: each client sends its support blocks and their indices."""
@@ -506,6 +533,95 @@ class PlainBackend(AggregationBackend):
         for cid in result.included:
             result.cost.bytes_up[cid] = support[cid].size * (block_size * 8 + 4) + 8
         return result
+
+
+_PLAIN_MAGIC = b"PL\x01"
+_PLAIN_REQUEST, _PLAIN_VECTOR = 1, 2
+
+
+class PlainDevice(DeviceHalf):
+    """Plain's device half: answers the server's request with its float64 vector.
+
+    Wire (little-endian float64, big-endian header): request ``PL 1 1 || u32 id ||
+    u64 length``; reply ``PL 1 2 || u32 id || u64 length || length x f64``.
+    """
+
+    def __init__(self, client_id: int, clip: float | None = None, out_of_range: str = "raise") -> None:
+        self.client_id, self.clip, self.out_of_range = int(client_id), clip, out_of_range
+        self.x: np.ndarray | None = None
+
+    def needs_input(self, message: bytes) -> bool:
+        return True
+
+    def set_input(self, x: np.ndarray) -> None:
+        x = _check_updates({self.client_id: x})[self.client_id]
+        self.x, _ = apply_range(x, self.clip, self.out_of_range, self.client_id)
+
+    def handle(self, message: bytes) -> bytes:
+        client, length = _read_plain(message, _PLAIN_REQUEST, "plain request")
+        if client != self.client_id:
+            raise ProtocolError(f"plain device {self.client_id}: request addressed to client {client}")
+        if self.x is None or self.x.size != length:
+            raise ProtocolError(f"plain device {self.client_id}: no input of length {length} set")
+        return (_PLAIN_MAGIC + bytes([_PLAIN_VECTOR]) + struct.pack(">IQ", client, length)
+                + self.x.astype("<f8").tobytes())
+
+
+class PlainServer(ServerHalf):
+    """Plain's server half: one stage, sum_i w_i x_i over the clients that replied."""
+
+    stage = "upload"
+
+    def __init__(self, clients: Sequence[int], length: int, weights: Mapping[int, float] | None = None,
+                 *, min_inputs: int = 2) -> None:
+        self.clients, self.length = sorted(int(c) for c in clients), int(length)
+        self.weights = {c: 1.0 for c in self.clients} if weights is None else dict(weights)
+        self.min_inputs = min_inputs
+        self.total = np.zeros(self.length)
+        self.received: list[int] = []
+        self.done = False
+
+    def start(self) -> dict[int, bytes]:
+        return {c: _PLAIN_MAGIC + bytes([_PLAIN_REQUEST]) + struct.pack(">IQ", c, self.length)
+                for c in self.clients}
+
+    def receive(self, client: int, data: bytes) -> None:
+        sender, length = _read_plain(data, _PLAIN_VECTOR, "plain vector", body=True)
+        if sender != client or client not in self.weights or client in self.received or self.done:
+            raise ProtocolError(f"plain server: unexpected or duplicate vector from client {client}")
+        if length != self.length:
+            raise ProtocolError(f"plain server: client {client} sent length {length}, expected {self.length}")
+        x = np.frombuffer(data, dtype="<f8", offset=16)
+        if not np.all(np.isfinite(x)):
+            raise InvalidInputError(f"update of client {client} contains NaN or inf")
+        self.total += self.weights[client] * x
+        self.received.append(client)
+
+    def advance(self) -> dict[int, bytes]:
+        if len(self.received) < self.min_inputs:
+            raise TooFewInputsError(
+                f"plain: round has {len(self.received)} included input(s), fewer than "
+                f"min_inputs={self.min_inputs}; refusing to aggregate"
+            )
+        self.done = True
+        return {}
+
+    def result(self) -> SplitResult:
+        if not self.done:
+            raise ProtocolError("plain server: the round is not complete")
+        included = sorted(self.received)
+        return SplitResult(self.total, float(sum(self.weights[c] for c in included)), included)
+
+
+def _read_plain(data: bytes, kind: int, what: str, body: bool = False) -> tuple[int, int]:
+    r = Reader(data, what)
+    if r.take(3, "magic") != _PLAIN_MAGIC or r.u8("type") != kind:
+        raise MalformedMessageError(f"{what}: not a plain-backend message of this kind")
+    client, length = r.u32("client"), r.u64("length")
+    if body:
+        r.take(8 * length, "vector")
+    r.done()
+    return client, length
 
 
 _REGISTRY: dict[str, Callable[..., AggregationBackend]] = {}

@@ -9,6 +9,9 @@
 * :mod:`.quantize`: the client's chunk-by-chunk encoder (``Quantizer``) on the crypto
   layer's one quantizer (:mod:`secagg.quantize`), headroom-sized modulus.
 * :mod:`.driver`: in-process simulation with dropouts at every stage.
+* :mod:`.halves`: the backends' device half (a client that encodes its own vector) and
+  server half (SecAggServer + decoding), :mod:`secagg.split`.
+* :mod:`.snapshot`: a client's state as bytes between two messages (no pickle).
 * :mod:`.backend`: the ``"secagg"`` and ``"secagg+"`` aggregation backends.
 """
 

@@ -4,12 +4,13 @@ Each round runs the full protocol in-process (:func:`.driver.run_round`): real k
 real shares, real masks, every message serialized.
 
 Encoding. Float updates in [-clip, clip] (outside: the contract's ``out_of_range``
-policy, :mod:`secagg.backend`) are quantized to ``precision_bits`` bits
-with CSPRNG stochastic rounding (:mod:`.quantize`). Weights are applied *after*
-quantization as integer multipliers, so they cost no precision: integer weights
-(example counts, 1.0) are exact; other weights are scaled by a power of two 2^s (20
-significant bits, ``info["weight_scale"]``) and rounded. The modulus is the smallest
-power of two above (2^bits - 1) * sum of the integer weights of *all* clients, so the
+policy, :mod:`secagg.backend`) are quantized to ``precision_bits`` bits with CSPRNG
+stochastic rounding by the crypto layer's one quantizer (:mod:`secagg.quantize`: step
+c / L, L = 2^(bits-1) - 1). A client of integer weight w quantizes w x once, as w
+summands (error below one step); integer weights (example counts, 1.0) are exact
+multipliers, other weights are scaled by a power of two 2^s (20 significant bits,
+``info["weight_scale"]``) and rounded. The modulus is the smallest power of two above
+2 L W = (2^bits - 2) W, W the sum of the integer weights of *all* clients, so the
 modular sum never wraps, whoever drops.
 
 Dropouts. Clients in ``dropped`` go offline at ``drop_stage`` (default
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import time
 
-
 from ..backend import (
     AggregationBackend,
     RoundCost,
@@ -48,7 +48,9 @@ from ..errors import InvalidInputError, TooFewInputsError
 from .driver import make_config, run_round
 from .graph import (GraphParams, complete_parameters, corrupt_count, corrupt_neighbour_bound,
                     find_parameters)
-from .quantize import Quantizer, check_quant_params, dequantize, modulus_for
+from .halves import MaskingDevice, MaskingServer, RoundPlan
+from .primitives import ed25519_keypair
+from .quantize import check_quant_params, dequantize, modulus_for
 
 DROP_STAGES = ("advertise", "share_keys", "masked_input")
 
@@ -116,35 +118,22 @@ class MaskingBackend(AggregationBackend):
             return complete_parameters(n, **self.rates, active=self.active)
         return find_parameters(n, **self.rates, **self.bounds, active=self.active)
 
-    def _run_round(self, vectors, weights, dropped):
-        clients = sorted(vectors)
-        n, length = len(clients), next(iter(vectors.values())).shape[0]
-        params = self.parameters(n)
-        included = [c for c in clients if c not in set(dropped)]
-        if len(included) < max(self.min_inputs, params.t):
-            raise TooFewInputsError(
-                f"{self.name}: {len(included)} included inputs, fewer than "
-                f"max(min_inputs={self.min_inputs}, t={params.t}); refusing to aggregate"
-            )
-        w_int, scale = integer_weights(weights)
+    def plan(self, clients, length: int, weights=None, *, max_weight: int = 0) -> RoundPlan:
+        """The round's config, (k, t) and integer weights (all clients' weights size the modulus).
+
+        ``max_weight`` > 0: each device sets its own integer weight <= max_weight and
+        sends it as one extra word (RoundPlan.weight_word); the modulus covers every
+        client at max_weight.
+        """
+        clients = sorted(int(c) for c in clients)
+        params = self.parameters(len(clients))
+        if max_weight:
+            weights, length = {c: int(max_weight) for c in clients}, length + 1
+        w_int, scale = integer_weights(weights or {c: 1 for c in clients})
         modulus = modulus_for(max(sum(w_int.values()), 1), self.precision_bits)
-        cost = RoundCost()
-        quantizers = {c: Quantizer(self.clip, self.precision_bits, w_int[c]) for c in clients}
-        insecure = dict(allow_insecure_threshold=self.allow_insecure_threshold)
         config = make_config(clients, length, modulus, k=params.k, t=params.t, active=self.active,
-                             corrupt_rate=self.rates["corrupt_rate"], **insecure)
-        run = run_round(vectors, config, quantizers=quantizers, dropouts={self.drop_stage: set(dropped)},
-                        record_masked=self.record_view, workers=self.workers,
-                        corrupt_rate=self.rates["corrupt_rate"], **insecure)
-        w_total = sum(w_int[c] for c in run.included)
-        t0 = time.perf_counter()
-        aggregate = dequantize(run.aggregate, self.clip, self.precision_bits, w_total) / scale
-        cost.server_seconds = run.server_seconds + time.perf_counter() - t0
-        cost.client_seconds = dict(run.client_seconds)
-        cost.bytes_up, cost.bytes_down = run.bytes_up, run.bytes_down
-        view = ServerView(aggregate=aggregate)
-        for c, y in run.masked.items():
-            view.per_client[c] = dequantize(y, self.clip, self.precision_bits, w_int[c]) / scale
+                             corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
         info = {
             "k": params.k, "t": params.t, "complete_graph": params.complete,
             "security_bits": params.security_bits, "correctness_bits": params.correctness_bits,
@@ -155,8 +144,62 @@ class MaskingBackend(AggregationBackend):
             "corrupt_neighbours": params.corrupt_neighbours,
             "tolerated_dropout_rate": params.tolerated_dropout_rate,
         }
-        return RoundResult(aggregate=aggregate, total_weight=float(sum(weights[c] for c in run.included)),
-                           included=list(run.included), view=view, cost=cost, info=info)
+        return RoundPlan(config, w_int, scale, self.clip, self.precision_bits, info,
+                         weight_word=bool(max_weight))
+
+    def device_half(self, client_id: int, *, weight: int = 1, max_weight: int = 0,
+                    identity_key: bytes | None = None,
+                    pki: dict[int, bytes] | None = None) -> MaskingDevice:
+        """A client of this backend (``max_weight``: it sets its own weight per round;
+        active variant: its Ed25519 key and the PKI)."""
+        return MaskingDevice(client_id, clip=self.clip, precision_bits=self.precision_bits,
+                             weight=weight, out_of_range=self.out_of_range, max_weight=max_weight,
+                             identity_key=identity_key,
+                             pki=pki, corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
+
+    def server_half(self, clients, length, *, weights=None, plan: RoundPlan | None = None,
+                    pki: dict[int, bytes] | None = None) -> MaskingServer:
+        """The server of a round of ``clients`` (or of a ready ``plan``)."""
+        plan = plan or self.plan(clients, length, weights)
+        return MaskingServer(plan, min_inputs=self.min_inputs, pki=pki,
+                             corrupt_rate=self.rates["corrupt_rate"],
+                             allow_insecure_threshold=self.allow_insecure_threshold)
+
+    def _run_round(self, vectors, weights, dropped):
+        clients = sorted(vectors)
+        length = next(iter(vectors.values())).shape[0]
+        t = self.parameters(len(clients)).t
+        included = [c for c in clients if c not in set(dropped)]
+        if len(included) < max(self.min_inputs, t):
+            raise TooFewInputsError(
+                f"{self.name}: {len(included)} included inputs, fewer than "
+                f"max(min_inputs={self.min_inputs}, t={t}); refusing to aggregate"
+            )
+        plan = self.plan(clients, length, weights)
+        idkeys, pki = {}, None
+        if self.active:
+            pki = {}
+            for c in clients:
+                idkeys[c], pki[c] = ed25519_keypair()
+        devices = {c: self.device_half(c, weight=plan.weights[c], identity_key=idkeys.get(c), pki=pki)
+                   for c in clients}
+        server = self.server_half(clients, length, plan=plan, pki=pki)
+        run = run_round(vectors, plan.config, clients=devices, server=server.secagg,
+                        dropouts={self.drop_stage: set(dropped)}, record_masked=self.record_view,
+                        workers=self.workers, corrupt_rate=self.rates["corrupt_rate"],
+                        allow_insecure_threshold=self.allow_insecure_threshold)
+        t0 = time.perf_counter()
+        decoded = server.decode(run.aggregate, list(run.included))
+        cost = RoundCost(client_seconds=dict(run.client_seconds),
+                         server_seconds=run.server_seconds + time.perf_counter() - t0,
+                         bytes_up=run.bytes_up, bytes_down=run.bytes_down)
+        view = ServerView(aggregate=decoded.aggregate)
+        for c, y in run.masked.items():
+            view.per_client[c] = dequantize(y, self.clip, self.precision_bits, plan.weights[c]) / plan.scale
+        return RoundResult(aggregate=decoded.aggregate,
+                           total_weight=float(sum(weights[c] for c in run.included)),
+                           included=list(run.included), view=view, cost=cost, info=decoded.info)
 
 
 class SecAggPlusBackend(MaskingBackend):

@@ -83,7 +83,9 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
               record_masked: bool = False, workers: int = 1,
               clock: Callable[[], float] = time.perf_counter,
               corrupt_rate: float = DEFAULT_CORRUPT_RATE,
-              allow_insecure_threshold: bool = False) -> DriverResult:
+              allow_insecure_threshold: bool = False,
+              clients: Mapping[int, SecAggClient] | None = None,
+              server: SecAggServer | None = None) -> DriverResult:
     """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
 
     ``inputs`` are quantized words, or float vectors for the clients that have a
@@ -95,6 +97,10 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
 
     ``corrupt_rate`` is the clients' own floor on the corrupt fraction (active variant)
     and ``allow_insecure_threshold`` their (and the server's) opt-in to t = 1 or t <= c_k.
+
+    ``clients`` and ``server`` run ready-made halves (a backend's devices, which encode
+    their own input, and its server for ``config``; active variant: with their keys and
+    PKI) instead of building plain ones here.
     """
     dropouts = {s: set(v) for s, v in (dropouts or {}).items()}
     bad = set(dropouts) - set(STAGES)
@@ -103,23 +109,30 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
     if set(inputs) != set(config.clients):
         raise InvalidInputError("inputs must have exactly one vector per client of the config")
     check_workers(workers)
-    pki = None
-    idkeys: dict[int, bytes] = {}
-    if config.active:
-        pki = {}
-        for c in config.clients:
-            idkeys[c], pki[c] = pr.ed25519_keypair()
-    clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki, corrupt_rate=corrupt_rate,
-                               allow_insecure_threshold=allow_insecure_threshold)
-               for c in config.clients}
+    if server is not None and server.ctx.config_bytes != config.to_bytes():
+        raise InvalidInputError("run_round: the server was built for another RoundConfig")
+    if (clients is None) != (server is None):
+        raise InvalidInputError("run_round: give ready-made clients and their server together, or neither")
+    if clients is None:
+        pki = None
+        idkeys: dict[int, bytes] = {}
+        if config.active:
+            pki = {}
+            for c in config.clients:
+                idkeys[c], pki[c] = pr.ed25519_keypair()
+        clients = {c: SecAggClient(c, identity_key=idkeys.get(c), pki=pki, corrupt_rate=corrupt_rate,
+                                   allow_insecure_threshold=allow_insecure_threshold)
+                   for c in config.clients}
+        server = SecAggServer(config, pki=pki, clock=clock, corrupt_rate=corrupt_rate,
+                              allow_insecure_threshold=allow_insecure_threshold)
+    elif set(clients) != set(config.clients):
+        raise InvalidInputError("run_round: ready-made clients must be one per client of the config")
     res = DriverResult(np.zeros(0), [], {c: 0.0 for c in clients}, 0.0,
                        {c: 0 for c in clients}, {c: 0 for c in clients}, config=config)
     for c, x in inputs.items():
         t0 = clock()
         clients[c].set_input(x, (quantizers or {}).get(c))
         res.client_seconds[c] += clock() - t0
-    server = SecAggServer(config, pki=pki, clock=clock, corrupt_rate=corrupt_rate,
-                          allow_insecure_threshold=allow_insecure_threshold)
     pool = (_Pool(clients, workers, clock) if workers > 1 and len(clients) > 1
             else _Local(clients, clock))
     try:
