@@ -7,10 +7,10 @@ all clients share; the clients decrypt it and apply the same public update rule 
 their copy of V, so the server never holds V or any gradient in clear (it sees
 ciphertexts only). With plain or SecAgg backends the server applies the sum in clear.
 
-One round (``FedMFTrainer.run_round``):
+One round (``FedMFTrainer.run_round``, one round of :class:`fedmf.engine.Engine`):
 1. every user runs :func:`fedmf.model.local_update` on the current V;
 2. it uploads its item gradients through the backend, scaled by 1/``upload_scale``
-   into [-1, 1] (the range every backend's codec takes):
+   into [-1, 1] (the range every backend's codec takes; the engine divides):
    * FullText (``mode="full"``): a row for every item, zeros for unrated ones, which
      hides the rated set from an encrypting backend;
    * PartText (``mode="part"``): only its rated rows; the server learns the rated set;
@@ -37,6 +37,7 @@ import numpy as np
 from secagg import AggregationBackend, make_backend
 
 from .data import Split
+from .engine import ClientUpdates, Engine, RoundTrainer, UploadLayout
 from .errors import ConfigError
 from .metrics import mae, rmse
 from .model import ModelConfig, apply_item_update, init_items, init_users, local_update, predict
@@ -99,8 +100,11 @@ class TrainResult:
         }
 
 
-class FedMFTrainer:
-    """Runs FedMF rounds for one split over one aggregation backend.
+class FedMFTrainer(RoundTrainer):
+    """FedMF on one split over one aggregation backend, run by the :class:`~fedmf.engine.Engine`.
+
+    ``run_round()`` runs one engine round and returns its :class:`RoundLog`;
+    ``self.engine`` is the engine (its ``history`` holds the generic round records).
 
     ``observer(round, result, uploads, upload_scale)`` (optional) is called after every
     round with the backend's :class:`~secagg.RoundResult` and the users' uploads as
@@ -129,11 +133,9 @@ class FedMFTrainer:
         if not upload_scale > 0:
             raise ConfigError(f"upload_scale must be > 0, got {upload_scale}")
         self.split = split
-        self.backend = make_backend(backend)
         self.config = config or ModelConfig()
         self.mode = mode
         self.upload_scale = float(upload_scale)
-        self.observer = observer
         self.prediction_offset = 0.0
         if prediction_offset is not None:
             self.prediction_offset = np.asarray(prediction_offset, dtype=np.float64)
@@ -149,17 +151,39 @@ class FedMFTrainer:
         rng = np.random.default_rng(seed)
         self.U = init_users(self.config, train.n_users, rng)
         self.V = init_items(self.config, train.n_items, rng)
-        self.round = 0
         self.history: list[RoundLog] = []
-        self.setup_seconds, self.mu, self.item_counts = self._setup()
+        self._new_users: dict[int, np.ndarray] = {}
+        self.engine = Engine(self, make_backend(backend), observer=observer)
+        self.backend = self.engine.backend
+        self.setup_seconds = self.engine.setup_seconds
+
+    @property
+    def observer(self) -> Callable | None:
+        return self.engine.observer
+
+    @observer.setter
+    def observer(self, value: Callable | None) -> None:
+        self.engine.observer = value
+
+    @property
+    def round(self) -> int:
+        return self.engine.round
 
     def participants(self) -> list[int]:
         """The users taking part: the cohort, less users with no training ratings."""
         return [int(u) for u in self.users if self.user_rows[u].size]
 
-    def _setup(self) -> tuple[float, float, np.ndarray]:
+    # -- the engine's interface ------------------------------------------------------
+
+    def clients(self) -> list[int]:
+        return self.participants()
+
+    def upload_layout(self) -> UploadLayout:
+        width = self.config.row_length
+        return UploadLayout(self.n_items * width, self.upload_scale, width, self.mode == "part")
+
+    def setup(self, aggregate) -> None:
         """Aggregate mu and the item counts n_j once, through the backend."""
-        t0 = time.perf_counter()
         train, m = self.split.train, self.n_items
         scale = 5.0 * m  # a user's rating sum is at most 5 m: keeps every entry in [0, 1]
         vectors = {}
@@ -170,52 +194,52 @@ class FedMFTrainer:
             x[m] = train.ratings[rows].sum() / scale
             x[m + 1] = rows.size / scale
             vectors[u] = x
-        result = self.backend.aggregate(vectors)
-        agg = result.aggregate
-        mu = float(agg[m] / agg[m + 1])
-        counts = np.rint(agg[:m]).astype(np.int64)
-        return time.perf_counter() - t0 + result.cost.setup_seconds, mu, counts
+        agg = aggregate(vectors).aggregate
+        self.mu = float(agg[m] / agg[m + 1])
+        self.item_counts = np.rint(agg[:m]).astype(np.int64)
 
-    def run_round(self) -> RoundLog:
-        """Run one FedMF round and return its log."""
-        t_round = time.perf_counter()
+    def local_updates(self, round: int, users: list[int]) -> ClientUpdates:
+        """Each user's FullText item-gradient upload (its rated rows non-zero)."""
         cfg, train, width = self.config, self.split.train, self.config.row_length
-        vectors, support, local_seconds, new_users = {}, {}, {}, {}
-        for u in self.participants():
+        vectors, support, seconds = {}, {}, {}
+        self._new_users = {}
+        for u in users:
             t0 = time.perf_counter()
             rows = self.user_rows[u]
             items = train.items[rows]
-            new_users[u], G = local_update(cfg, self.mu, self.U[u], self.V, items, train.ratings[rows])
+            self._new_users[u], G = local_update(cfg, self.mu, self.U[u], self.V, items, train.ratings[rows])
             upload = np.zeros((self.n_items, width))
-            upload[items] = G / self.upload_scale
+            upload[items] = G
             vectors[u] = upload.ravel()
             support[u] = items
-            local_seconds[u] = time.perf_counter() - t0
-        sparse = {"support": support, "block_size": width} if self.mode == "part" else {}
-        result = self.backend.aggregate(vectors, **sparse)
-        t_server = time.perf_counter()
-        aggregate = result.aggregate.reshape(self.n_items, width) * self.upload_scale
-        self.V = apply_item_update(cfg, self.V, aggregate, self.item_counts)
-        server_apply = time.perf_counter() - t_server
-        for u in result.included:
-            self.U[u] = new_users[u]
-        self.round += 1
-        if self.observer is not None:
-            self.observer(self.round, result, vectors, self.upload_scale)
-        cost = result.cost
+            seconds[u] = time.perf_counter() - t0
+        return ClientUpdates(vectors, seconds, support)
+
+    def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        rows = aggregate.reshape(self.n_items, self.config.row_length)
+        self.V = apply_item_update(self.config, self.V, rows, self.item_counts)
+        for u in included:
+            self.U[u] = self._new_users[u]
+
+    def evaluate(self, round: int) -> dict[str, float]:
         test = self.split.test
         pred = predict(self.mu + self.prediction_offset, self.U, self.V, test.users, test.items)
+        return {"test_rmse": rmse(pred, test.ratings), "test_mae": mae(pred, test.ratings)}
+
+    # -- the FedMF API -----------------------------------------------------------------
+
+    def run_round(self) -> RoundLog:
+        """Run one FedMF round through the engine and return its log."""
+        rec = self.engine.run_round()
         log = RoundLog(
-            round=self.round,
-            test_rmse=rmse(pred, test.ratings),
-            test_mae=mae(pred, test.ratings),
-            seconds=time.perf_counter() - t_round,
-            client_seconds=float(
-                np.mean([local_seconds[u] + cost.client_seconds.get(u, 0.0) for u in result.included])
-            ),
-            server_seconds=cost.server_seconds + server_apply,
-            bytes_up_per_client=cost.mean_bytes_up(),
-            bytes_down_per_client=cost.mean_bytes_down(),
+            round=rec.round,
+            test_rmse=rec.metrics["test_rmse"],
+            test_mae=rec.metrics["test_mae"],
+            seconds=rec.seconds,
+            client_seconds=rec.client_seconds,
+            server_seconds=rec.server_seconds,
+            bytes_up_per_client=rec.bytes_up_per_client,
+            bytes_down_per_client=rec.bytes_down_per_client,
         )
         self.history.append(log)
         return log
