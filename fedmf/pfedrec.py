@@ -5,7 +5,8 @@ Who holds what (paper §4, Alg. 1; code ``engine.py``):
   uploaded) and its post-tuned copy of the item table, used for its own inference;
 * the server holds the global item table E and averages the clients' updates.
 
-One round (:meth:`PFedRecTrainer.client_updates` then :meth:`server_step`):
+One round of :class:`fedmf.engine.Engine` (:meth:`PFedRecTrainer.local_updates`, the
+backend, :meth:`PFedRecTrainer.server_step`):
 1. each participant replaces its table by E, samples 4 negatives per positive (anew
    each round), and runs one local epoch of :func:`fedmf.pfedrec_model.train_users`;
 2. it uploads its item update Delta_i = E_i - E **densely** (all M x K entries, zeros
@@ -28,16 +29,18 @@ Variants (``PFedRecConfig.variant``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from secagg import AggregationBackend, make_backend
 
+from .data.implicit import ImplicitSplit
+from .engine import ClientUpdates, Engine, Observer, RoundTrainer, UploadLayout, best_round
 from .errors import ConfigError
 from .ldp import laplace_noise
 from .pfedrec_model import global_logits, sample_round, scatter_dense, touched_rows, train_users
+from .ranking import hit_ratio_at_k, ndcg_at_k, sampled_ranks
 
 VARIANTS = ("pfedrec", "fedmf")
 
@@ -79,234 +82,205 @@ class PFedRecConfig:
 
 
 @dataclass
-class ImplicitArrays:
-    """A leave-one-out implicit split as the kernels take it (CSR by user).
-
-    ``train_indptr/train_items``: training positives; ``seen_indptr/seen_items``: every
-    interaction (train, validation, test), excluded from negative sampling;
-    ``val_items`` / ``test_items`` (n_users x 100): 99 sampled negatives then the
-    held-out positive in the last column.
-    """
-
-    n_users: int
-    n_items: int
-    train_indptr: np.ndarray
-    train_items: np.ndarray
-    seen_indptr: np.ndarray
-    seen_items: np.ndarray
-    val_items: np.ndarray
-    test_items: np.ndarray
-
-
-def sampled_hr_ndcg(logits: np.ndarray, k: int = 10) -> tuple[float, float]:
-    """HR@k and NDCG@k of the positive in the last column among the others (pessimistic ties).
-
-    rank = 1 + #{negatives scoring >= the positive}; HR = [rank <= k];
-    NDCG = 1 / log2(1 + rank) if rank <= k else 0; both averaged over users.
-    """
-    rank = 1 + np.sum(logits[:, :-1] >= logits[:, -1:], axis=1)
-    hit = rank <= k
-    return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(1.0 + rank), 0.0).mean())
-
-
-@dataclass
-class RoundLog:
-    """Measured figures of one round (client figures are means over the participants)."""
-
-    round: int
-    train_loss: float
-    val_hr_at_10: float
-    val_ndcg_at_10: float
-    hr_at_10: float
-    ndcg_at_10: float
-    #: the same metrics with the global table (PFedRec without item personalization)
-    global_val_hr_at_10: float
-    global_hr_at_10: float
-    global_ndcg_at_10: float
-    seconds: float
-    train_seconds: float
-    client_seconds: float
-    server_seconds: float
-    bytes_up_per_client: float
-    clipped: int
-
-    def line(self) -> str:
-        return (
-            f"round {self.round:3d}  loss {self.train_loss:.4f}  val HR {self.val_hr_at_10:.4f}  "
-            f"test HR {self.hr_at_10:.4f} NDCG {self.ndcg_at_10:.4f}  "
-            f"(global HR {self.global_hr_at_10:.4f})  {self.seconds:6.2f} s"
-        )
-
-
-@dataclass
 class PFedRecState:
     """Model state: the server's table E and, per user, what stays on its device."""
 
     E: np.ndarray
     W: np.ndarray
     B: np.ndarray
-    #: logits of each user's val / test items under its latest post-tuned model
-    own_val: np.ndarray
-    own_test: np.ndarray
+    #: logits of each user's val and test items under its latest post-tuned model
+    own_logits: np.ndarray
 
 
-def init_state(data: ImplicitArrays, config: PFedRecConfig, rng: np.random.Generator) -> PFedRecState:
+def init_state(n_users: int, n_items: int, config: PFedRecConfig, eval_items: np.ndarray,
+               rng: np.random.Generator) -> PFedRecState:
     """E ~ N(0, 1) (nn.Embedding); (w, b) ~ U(-1/sqrt(K), 1/sqrt(K)) (nn.Linear).
 
     PFedRec: every client starts from the same score function (the code copies one
-    model); FedMF: independent user vectors.
+    model); FedMF: independent user vectors. A user that has not trained yet is
+    evaluated with the initial model, as in the code.
     """
     k = config.latent_dim
     bound = 1.0 / np.sqrt(k)
-    E = rng.standard_normal((data.n_items, k))
-    shape = (data.n_users if config.variant == "fedmf" else 1, k)
-    W = np.broadcast_to(rng.uniform(-bound, bound, shape), (data.n_users, k)).copy()
-    B = np.broadcast_to(rng.uniform(-bound, bound, shape[0]), (data.n_users,)).copy()
-    own_val = global_logits(E, W, B, data.val_items)
-    own_test = global_logits(E, W, B, data.test_items)
-    return PFedRecState(E, W, B, own_val, own_test)
+    E = rng.standard_normal((n_items, k))
+    rows = n_users if config.variant == "fedmf" else 1
+    W = np.broadcast_to(rng.uniform(-bound, bound, (rows, k)), (n_users, k)).copy()
+    B = np.broadcast_to(rng.uniform(-bound, bound, rows), (n_users,)).copy()
+    return PFedRecState(E, W, B, global_logits(E, W, B, eval_items))
+
+
+def _eval_items(split: ImplicitSplit) -> tuple[np.ndarray, np.ndarray]:
+    """(n_users x 2(m+1)) items [val negatives, val item, test negatives, test item], evaluated mask."""
+    if split.val_negatives is None or split.test_negatives is None:
+        raise ConfigError(f"PFedRec needs a leave-one-out split with sampled negatives, got {split.name}")
+    has_val, has_test = np.diff(split.val_indptr) == 1, np.diff(split.test_indptr) == 1
+    evaluated = has_val & has_test
+    val_item = np.zeros(split.n_users, np.int64)
+    test_item = np.zeros(split.n_users, np.int64)
+    val_item[evaluated] = split.val_indices[split.val_indptr[:-1][evaluated]]
+    test_item[evaluated] = split.test_indices[split.test_indptr[:-1][evaluated]]
+    items = np.concatenate([split.val_negatives, val_item[:, None],
+                            split.test_negatives, test_item[:, None]], axis=1)
+    items[~evaluated] = 0
+    return items, evaluated
+
+
+def _seen_csr(split: ImplicitSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Every interaction of each user (train, validation, test): never drawn as a negative."""
+    parts = [(split.train_indptr, split.train_indices), (split.val_indptr, split.val_indices),
+             (split.test_indptr, split.test_indices)]
+    users = np.concatenate([np.repeat(np.arange(split.n_users), np.diff(p)) for p, _ in parts])
+    items = np.concatenate([i for _, i in parts])
+    order = np.lexsort((items, users))
+    return np.searchsorted(users[order], np.arange(split.n_users + 1)).astype(np.int64), items[order]
 
 
 @dataclass
 class ClientRound:
-    """What the round's local training produced (per-user CSR deltas, before upload)."""
+    """One round's local training, before the server commits it (CSR per user)."""
 
-    participants: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    sample_indptr: np.ndarray
     row_indptr: np.ndarray
     rows: np.ndarray
     deltas: np.ndarray
+    W: np.ndarray
+    B: np.ndarray
+    logits: np.ndarray
     loss: float
-    seconds: float
+    clipped: int = 0
 
 
-class PFedRecTrainer:
-    """Runs PFedRec (or the FedMF-implicit baseline) rounds over one aggregation backend.
+class PFedRecTrainer(RoundTrainer):
+    """PFedRec (or the FedMF-implicit baseline) on one leave-one-out split, for the engine.
 
-    ``observer(round, result, uploads, client_round)`` (optional) sees every round's
-    backend result and the uploads as sent; the attack uses it.
+    ``last_round`` keeps the latest :class:`ClientRound` (samples, touched rows, deltas):
+    the ground truth the leakage attack is scored against.
     """
 
-    def __init__(self, data: ImplicitArrays, backend: str | AggregationBackend = "plain", *,
-                 config: PFedRecConfig | None = None, observer: Callable | None = None,
-                 backend_options: dict | None = None) -> None:
+    def __init__(self, split: ImplicitSplit, config: PFedRecConfig | None = None) -> None:
         self.config = config or PFedRecConfig()
         self.config.check()
-        self.data = data
-        encoded = isinstance(backend, str) and backend != "plain"  # codecs need the value range
-        options = {"clip": self.config.upload_clip} if encoded else {}
-        options.update(backend_options or {})
-        self.backend = make_backend(backend, **options)
-        self.observer = observer
+        self.split = split
         self.rng = np.random.default_rng(self.config.seed)
-        self.state = init_state(data, self.config, self.rng)
-        self.eval_items = np.concatenate([data.val_items, data.test_items], axis=1)
-        self.history: list[RoundLog] = []
+        self.eval_items, self.evaluated = _eval_items(split)
+        self.seen_indptr, self.seen_items = _seen_csr(split)
+        self.state = init_state(split.n_users, split.n_items, self.config, self.eval_items, self.rng)
+        self.last_round: ClientRound | None = None
 
     @property
     def lr_item(self) -> float:
-        return self.config.lr * self.data.n_items * self.config.lr_eta
+        """The code's item-embedding rate lr * num_items * lr_eta."""
+        return self.config.lr * self.split.n_items * self.config.lr_eta
 
-    def participants(self) -> np.ndarray:
-        n = self.data.n_users
-        if self.config.sample_fraction >= 1:
-            return np.arange(n)
-        m = max(1, int(n * self.config.sample_fraction))
-        return np.sort(self.rng.choice(n, m, replace=False))
+    # -- the engine's interface ------------------------------------------------------
 
-    def client_updates(self, participants: np.ndarray) -> ClientRound:
-        """Every participant's local epoch (run together by the numba kernel)."""
-        d, c = self.data, self.config
+    def clients(self) -> list[int]:
+        return [int(u) for u in np.flatnonzero(np.diff(self.split.train_indptr))]
+
+    def upload_layout(self) -> UploadLayout:
+        return UploadLayout(self.split.n_items * self.config.latent_dim, self.config.upload_clip)
+
+    def local_updates(self, round: int, users: list[int]) -> ClientUpdates:
+        """Every participant's local epoch (one numba call), then its dense upload."""
         t0 = time.perf_counter()
-        neg_u = self.rng.random(d.train_items.size * c.n_neg)
-        shuffle_u = self.rng.random(d.train_items.size * (1 + c.n_neg))
-        items, labels = sample_round(d.train_indptr, d.train_items, d.seen_indptr, d.seen_items,
-                                     d.n_items, c.n_neg, neg_u, shuffle_u)
-        sample_indptr = d.train_indptr * (1 + c.n_neg)
-        row_indptr, rows = touched_rows(sample_indptr, items, d.n_items)
+        cr = self.train_locally(np.asarray(users, dtype=np.int64))
+        train_share = (time.perf_counter() - t0) / max(len(users), 1)
+        vectors, seconds = {}, {}
+        for u in users:
+            t1 = time.perf_counter()
+            vectors[u], clipped = self.upload(cr, u)
+            cr.clipped += clipped
+            seconds[u] = train_share + time.perf_counter() - t1
+        self.last_round = cr
+        return ClientUpdates(vectors, seconds)
+
+    def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        """E <- E + (1/n) sum_i Delta_i over the n survivors; survivors keep their new (w, b)."""
+        st, cr = self.state, self.last_round
+        st.E += aggregate.reshape(st.E.shape) / len(included)
+        done = np.asarray(included, dtype=np.int64)
+        st.W[done], st.B[done], st.own_logits[done] = cr.W[done], cr.B[done], cr.logits[done]
+
+    def evaluate(self, round: int) -> dict[str, float]:
+        """HR@10 / NDCG@10 (validation and test) with each user's own model and with the global table."""
         st = self.state
+        shared = global_logits(st.E, st.W, st.B, self.eval_items)
+        own = shared if self.config.variant == "fedmf" else st.own_logits
+        out = {}
+        for prefix, logits in (("", own), ("global_", shared)):
+            for part, metrics in zip(("val_", ""), self._rank(logits)):
+                out[f"{prefix}{part}hr_at_10"], out[f"{prefix}{part}ndcg_at_10"] = metrics
+        cr = self.last_round
+        if cr is not None:
+            out["train_loss"] = cr.loss
+            out["clipped_fraction"] = cr.clipped / (cr.users.size * st.E.size)
+        return out
+
+    # -- the device side -------------------------------------------------------------
+
+    def train_locally(self, users: np.ndarray) -> ClientRound:
+        """Sample this round's negatives, then run every user's local epoch on copies of its state."""
+        s, c, st = self.split, self.config, self.state
+        neg_u = self.rng.random(s.train_indices.size * c.n_neg)
+        shuffle_u = self.rng.random(s.train_indices.size * (1 + c.n_neg))
+        items, labels = sample_round(s.train_indptr, s.train_indices, self.seen_indptr,
+                                     self.seen_items, s.n_items, c.n_neg, neg_u, shuffle_u)
+        sample_indptr = s.train_indptr * (1 + c.n_neg)
+        row_indptr, rows = touched_rows(sample_indptr, items, s.n_items)
+        W, B = st.W.copy(), st.B.copy()
         deltas, loss, logits = train_users(
-            st.E, st.W, st.B, participants.astype(np.int64), sample_indptr, items, labels,
-            row_indptr, rows, c.lr, self.lr_item, c.batch_size, c.variant == "fedmf",
-            self.eval_items)
-        n_val = d.val_items.shape[1]
-        st.own_val[participants] = logits[participants, :n_val]
-        st.own_test[participants] = logits[participants, n_val:]
-        return ClientRound(participants, row_indptr, rows, deltas,
-                           float(loss[participants].mean()), time.perf_counter() - t0)
+            st.E, W, B, users, sample_indptr, items, labels, row_indptr, rows, c.lr,
+            self.lr_item, c.batch_size, c.variant == "fedmf", self.eval_items)
+        return ClientRound(users, items, labels, sample_indptr, row_indptr, rows, deltas, W, B,
+                           logits, float(loss[users].mean()) if users.size else 0.0)
 
     def upload(self, cr: ClientRound, u: int) -> tuple[np.ndarray, int]:
-        """User u's upload: dense Delta_u (+ Laplace noise), clipped; and the clipped count."""
-        x = scatter_dense(cr.row_indptr, cr.rows, cr.deltas, u, self.data.n_items)
+        """User u's upload: dense Delta_u (+ Laplace noise), clipped; and its clipped count."""
+        x = scatter_dense(cr.row_indptr, cr.rows, cr.deltas, u, self.split.n_items)
         if self.config.ldp_scale > 0:
             x += laplace_noise(x.size, self.config.ldp_scale)
         clip = self.config.upload_clip
         clipped = int(np.count_nonzero(np.abs(x) > clip))
         return np.clip(x, -clip, clip, out=x), clipped
 
-    def server_step(self, mean_update: np.ndarray) -> None:
-        """E <- E + (1/n) sum_i Delta_i (the backend's unweighted mean over survivors)."""
-        self.state.E += mean_update.reshape(self.state.E.shape)
-
-    def evaluate(self) -> dict[str, float]:
-        st, d = self.state, self.data
-        own_val = sampled_hr_ndcg(st.own_val)
-        own_test = sampled_hr_ndcg(st.own_test)
-        if self.config.variant == "fedmf":  # FedMF infers with the global table only
-            own_val = sampled_hr_ndcg(global_logits(st.E, st.W, st.B, d.val_items))
-            own_test = sampled_hr_ndcg(global_logits(st.E, st.W, st.B, d.test_items))
-        g_val = sampled_hr_ndcg(global_logits(st.E, st.W, st.B, d.val_items))
-        g_test = sampled_hr_ndcg(global_logits(st.E, st.W, st.B, d.test_items))
-        return {"val_hr_at_10": own_val[0], "val_ndcg_at_10": own_val[1],
-                "hr_at_10": own_test[0], "ndcg_at_10": own_test[1],
-                "global_val_hr_at_10": g_val[0], "global_hr_at_10": g_test[0],
-                "global_ndcg_at_10": g_test[1]}
-
-    def run_round(self, rnd: int, dropped: tuple[int, ...] = ()) -> RoundLog:
-        t0 = time.perf_counter()
-        cr = self.client_updates(self.participants())
-        uploads, clipped = {}, 0
-        for u in cr.participants:
-            uploads[int(u)], c = self.upload(cr, int(u))
-            clipped += c
-        result = self.backend.aggregate(uploads, dropped=dropped)
-        if self.observer is not None:
-            self.observer(rnd, result, uploads, cr)
-        del uploads
-        self.server_step(result.mean)
-        cost = result.cost
-        log = RoundLog(round=rnd, train_loss=cr.loss, **self.evaluate(),
-                       seconds=time.perf_counter() - t0, train_seconds=cr.seconds,
-                       client_seconds=cost.mean_client_seconds(),
-                       server_seconds=cost.server_seconds,
-                       bytes_up_per_client=cost.mean_bytes_up(), clipped=clipped)
-        self.history.append(log)
-        return log
-
-    def run(self, rounds: int | None = None, progress: Callable[[str], None] | None = None) -> list[RoundLog]:
-        for rnd in range(rounds or self.config.rounds):
-            log = self.run_round(rnd)
-            if progress is not None:
-                progress(log.line())
-        return self.history
+    def _rank(self, logits: np.ndarray) -> list[tuple[float, float]]:
+        m = self.split.val_negatives.shape[1]
+        out = []
+        for lo in (0, m + 1):
+            block = logits[self.evaluated, lo:lo + m + 1]
+            ranks = sampled_ranks(block[:, m], block[:, :m])
+            out.append((hit_ratio_at_k(ranks, 10), ndcg_at_k(ranks, 10)))
+        return out
 
 
-def best_validation(history: list[RoundLog], val_key: str = "val_hr_at_10",
-                    keys: tuple[str, ...] = ("hr_at_10", "ndcg_at_10")) -> dict[str, float]:
-    """Test metrics at the round of best validation HR@10 (ties: the latest, as the code's >=)."""
-    best = None
-    for log in history:
-        if best is None or getattr(log, val_key) >= getattr(best, val_key):
-            best = log
-    if best is None:
-        raise ConfigError("no rounds were run")
-    out = {key: getattr(best, key) for key in keys}
-    out["round"] = best.round
-    return out
+def make_engine(split: ImplicitSplit, backend: str | AggregationBackend = "plain", *,
+                config: PFedRecConfig | None = None, observer: Observer | None = None,
+                backend_options: dict | None = None) -> Engine:
+    """A PFedRec engine: the trainer, and the backend with its codec range set to [-1, 1]."""
+    trainer = PFedRecTrainer(split, config)
+    if isinstance(backend, str):
+        options = dict(backend_options or {})
+        if backend != "plain":
+            options.setdefault("clip", 1.0)  # the engine divides uploads by upload_clip
+        backend = make_backend(backend, **options)
+    return Engine(trainer, backend, participation=trainer.config.sample_fraction,
+                  seed=trainer.config.seed, observer=observer)
 
 
-def summary(history: list[RoundLog]) -> dict[str, object]:
-    """JSON-ready record of a run: best-validation metrics of both inferences and the history."""
-    return {"own": best_validation(history),
-            "global": best_validation(history, "global_val_hr_at_10",
-                                      ("global_hr_at_10", "global_ndcg_at_10")),
-            "history": [asdict(r) for r in history]}
+def run_summary(engine: Engine) -> dict[str, object]:
+    """Test metrics at the best validation round (own and global inference) plus the engine summary."""
+    h = engine.history
+    own = best_round(h, "val_hr_at_10")
+    shared = best_round(h, "global_val_hr_at_10")
+    return {
+        "hr_at_10": own.metrics["hr_at_10"], "ndcg_at_10": own.metrics["ndcg_at_10"],
+        "best_round": own.round,
+        "last_round": {k: h[-1].metrics[k] for k in ("hr_at_10", "ndcg_at_10")},
+        "global_table": {"hr_at_10": shared.metrics["global_hr_at_10"],
+                         "ndcg_at_10": shared.metrics["global_ndcg_at_10"], "best_round": shared.round},
+        "config": asdict(engine.trainer.config),
+        **engine.summary(),
+    }

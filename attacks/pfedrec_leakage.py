@@ -1,0 +1,102 @@
+"""Which items did a user interact with? Read from one PFedRec upload (issue 16).
+
+A PFedRec upload is Delta_u = E_u - E (M x K, sent densely). With plain SGD and no
+weight decay only the rows of this round's samples change (positives and sampled
+negatives), and each batch moves row j by  -lr_item * g_k * w  with
+g_k = (p_k - y_k) / B: positives (y = 1) along +w, negatives along -w. The score
+function w drifts little within a round, so the touched rows are nearly collinear:
+
+1. touched rows: the non-zero rows of the decoded upload;
+2. direction: their first right singular vector v (the server does not know w, so
+   the sign of v is unknown);
+3. split the touched rows by the sign of their projection on v; the smaller side is
+   taken as the positives (each positive is drawn once a round, each with ``n_neg``
+   negatives).
+
+Scored against the user's training positives (all of them are touched every round),
+beside a no-knowledge baseline: a uniformly random guess of the same size has expected
+precision |T_u| / M and recall |G_u| / M. Under SecAgg masking the decoded upload is
+uniform noise (every row "touched", the split is a coin flip); under Paillier the
+server decodes nothing and the attacker can only guess (a random half of the items).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fedmf.data.implicit import ImplicitSplit
+from fedmf.pfedrec import PFedRecConfig, make_engine
+
+
+def infer_positives(upload: np.ndarray, n_items: int, dim: int) -> np.ndarray:
+    """The items the attack believes user u interacted with, from its decoded upload (model units)."""
+    rows = np.asarray(upload, dtype=np.float64).reshape(n_items, dim)
+    touched = np.flatnonzero(np.any(rows != 0, axis=1))
+    if touched.size < 2:
+        return touched
+    X = rows[touched]
+    direction = np.linalg.svd(X, full_matrices=False)[2][0]
+    side = X @ direction > 0
+    if 2 * side.sum() > side.size:
+        side = ~side
+    return touched[side]
+
+
+@dataclass
+class LeakageReport:
+    """Mean precision / recall of the attack over users, and of the no-knowledge baseline."""
+
+    backend: str
+    users: int
+    precision: float
+    recall: float
+    baseline_precision: float
+    baseline_recall: float
+    #: False when the server decodes no per-client vector (Paillier): the attacker guessed
+    observed_uploads: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def score_guesses(guesses: dict[int, np.ndarray], split: ImplicitSplit, backend: str,
+                  observed: bool) -> LeakageReport:
+    """Precision and recall of ``guesses`` against the training positives, with the baseline."""
+    prec, rec, base_p, base_r = [], [], [], []
+    m = split.n_items
+    for u, guess in guesses.items():
+        truth = split.train_items(u)
+        hit = np.intersect1d(guess, truth).size
+        prec.append(hit / guess.size if guess.size else 0.0)
+        rec.append(hit / truth.size)
+        base_p.append(truth.size / m)
+        base_r.append(guess.size / m)
+    mean = lambda xs: float(np.mean(xs))
+    return LeakageReport(backend, len(guesses), mean(prec), mean(rec), mean(base_p), mean(base_r),
+                         observed)
+
+
+def attack_backend(split: ImplicitSplit, backend: str, *, config: PFedRecConfig | None = None,
+                   backend_options: dict | None = None, rounds: int = 1, seed: int = 0) -> LeakageReport:
+    """Run ``rounds`` PFedRec rounds over ``backend``; attack every upload of the last one."""
+    views: dict[int, np.ndarray] = {}
+    scale = [1.0]
+
+    def observer(rnd, result, uploads, upload_scale):
+        views.clear()
+        views.update(result.view.per_client)
+        scale[0] = upload_scale
+
+    options = {"record_view": True, **(backend_options or {})}
+    engine = make_engine(split, backend, config=config, observer=observer, backend_options=options)
+    engine.run(rounds)
+    dim = engine.trainer.config.latent_dim
+    users = engine.trainer.clients()
+    if views:
+        guesses = {u: infer_positives(views[u] * scale[0], split.n_items, dim) for u in users}
+    else:  # nothing decodable: the attacker can only guess a random half
+        rng = np.random.default_rng(seed)
+        guesses = {u: np.flatnonzero(rng.random(split.n_items) < 0.5) for u in users}
+    return score_guesses(guesses, split, engine.backend.name, bool(views))
