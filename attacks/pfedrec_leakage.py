@@ -11,7 +11,8 @@ function w drifts little within a round, so the touched rows are nearly collinea
    the sign of v is unknown);
 3. split the touched rows by the sign of their projection on v; the smaller side is
    taken as the positives (each positive is drawn once a round, each with ``n_neg``
-   negatives).
+   negatives). When all projections share one sign there is no such structure (masked
+   noise decodes to one-signed values) and the attacker splits at the median.
 
 Scored against the user's training positives (all of them are touched every round),
 beside a no-knowledge baseline: a uniformly random guess of the same size has expected
@@ -37,8 +38,10 @@ def infer_positives(upload: np.ndarray, n_items: int, dim: int) -> np.ndarray:
     if touched.size < 2:
         return touched
     X = rows[touched]
-    direction = np.linalg.svd(X, full_matrices=False)[2][0]
-    side = X @ direction > 0
+    projection = X @ np.linalg.svd(X, full_matrices=False)[2][0]
+    side = projection > 0
+    if side.all() or not side.any():  # no two-sided structure (e.g. masked noise): guess half
+        side = projection > np.median(projection)
     if 2 * side.sum() > side.size:
         side = ~side
     return touched[side]
