@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fedmf.data.implicit import ImplicitSplit
+from fedmf.engine import Engine
 from fedmf.pfedrec import PFedRecConfig, make_engine
 
 
@@ -82,8 +83,12 @@ def score_guesses(guesses: dict[int, np.ndarray], split: ImplicitSplit, backend:
 
 
 def attack_backend(split: ImplicitSplit, backend: str, *, config: PFedRecConfig | None = None,
-                   backend_options: dict | None = None, rounds: int = 1, seed: int = 0) -> LeakageReport:
-    """Run ``rounds`` PFedRec rounds over ``backend``; attack every upload of the last one."""
+                   backend_options: dict | None = None, rounds: int = 1,
+                   seed: int = 0) -> tuple[LeakageReport, Engine]:
+    """Run ``rounds`` PFedRec rounds over ``backend``; attack every upload of the last one.
+
+    Returns the report and the engine (its history holds the rounds' measured cost).
+    """
     views: dict[int, np.ndarray] = {}
     scale = [1.0]
 
@@ -102,4 +107,4 @@ def attack_backend(split: ImplicitSplit, backend: str, *, config: PFedRecConfig 
     else:  # nothing decodable: the attacker can only guess a random half
         rng = np.random.default_rng(seed)
         guesses = {u: np.flatnonzero(rng.random(split.n_items) < 0.5) for u in users}
-    return score_guesses(guesses, split, engine.backend.name, bool(views))
+    return score_guesses(guesses, split, engine.backend.name, bool(views)), engine

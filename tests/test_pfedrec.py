@@ -226,10 +226,10 @@ def test_ldp_noise_is_added_to_every_uploaded_entry(small_split):
 
 def test_attack_reads_positives_from_plain_uploads_and_nothing_under_secagg_plus(small_split):
     config = PFedRecConfig(**SMALL, upload_clip=64.0)
-    plain = attack_backend(small_split, "plain", config=config)
+    plain, _ = attack_backend(small_split, "plain", config=config)
     assert plain.precision > 0.95 and plain.recall > 0.95
     assert plain.precision > 3 * plain.baseline_precision
-    masked = attack_backend(small_split, "secagg+", config=config)
+    masked, _ = attack_backend(small_split, "secagg+", config=config)
     assert masked.observed_uploads
     assert abs(masked.precision - masked.baseline_precision) < 0.1
     assert abs(masked.recall - masked.baseline_recall) < 0.15

@@ -1,0 +1,184 @@
+"""PFedRec on MovieLens 100K: accuracy over seeds, baselines, backends, LDP, leakage, wall time.
+
+Protocol (fcf_pfedrec_personalfr.md §2.3, the official code): leave-one-out by time
+(ties in time by file order, as the code's pandas rank), 99 sampled negatives for
+validation and test, HR@10 / NDCG@10 with pessimistic ties, test numbers at the round
+of best validation HR@10. The split's negatives use seed 0 in every run (the code
+seeds ``random`` with 0); the model seed (init, negatives, shuffling) varies.
+
+Sections (each against its peer in the same run):
+* ``plain``: PFedRec, ``--seeds`` seeds x ``--rounds`` rounds, mean +- std; the
+  global-table inference of the same runs (PFedRec without item personalization);
+* ``fedmf``: FedMF on implicit data, same seeds and rounds;
+* ``secagg``: PFedRec over ``secagg+`` for ``--secagg-rounds`` rounds on all users,
+  against plain seed 0 over the same rounds (per-round HR@10 difference; cost);
+* ``paillier``: ``paillier_packed``, ``--paillier-rounds`` rounds (cost per round on all
+  users; accuracy against plain over the same rounds);
+* ``ldp``: Laplace noise lambda in ``--ldp`` on every uploaded entry (seed 0);
+* ``attack``: item-set inference from one round-1 upload of every user, per backend.
+
+    python bench/pfedrec.py [--quick] [--json PATH] [--sections plain,fedmf,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from attacks.pfedrec_leakage import attack_backend
+from fedmf.data.implicit import load_implicit
+from fedmf.pfedrec import PFedRecConfig, make_engine, run_summary
+
+SECTIONS = ("plain", "fedmf", "secagg", "paillier", "ldp", "attack")
+PAPER = {"pfedrec": {"hr_at_10": 0.7162, "ndcg_at_10": 0.4344, "hr_at_10_std": 0.0083, "ndcg_at_10_std": 0.0089},
+         "fedmf": {"hr_at_10": 0.6515, "ndcg_at_10": 0.3938},
+         "ldp_hr_at_10": {"0.0": 0.7162, "0.1": 0.7145, "0.3": 0.7113, "0.5": 0.7088}}
+BACKEND_OPTIONS = {"secagg+": {"bits": 24}, "paillier_packed": {}}
+
+
+def run(split, backend, config, rounds, options=None, show=False) -> dict:
+    """One run; its summary with a compact per-round history and the wall time."""
+    t0 = time.perf_counter()
+    engine = make_engine(split, backend, config=config, backend_options=options)
+    for _ in range(rounds):
+        record = engine.run_round()
+        if show:
+            print(record.line(("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10")), flush=True)
+    out = run_summary(engine)
+    out["wall_seconds"] = time.perf_counter() - t0
+    keys = ("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10", "clipped_fraction")
+    out["history"] = {k: [r.metrics[k] for r in engine.history] for k in keys}
+    return out
+
+
+def over_seeds(runs: list[dict], key: str = "") -> dict:
+    """Mean and std over seeds of HR@10 / NDCG@10 (``key`` selects a nested record)."""
+    pick = lambda r: r[key] if key else r
+    hr = [pick(r)["hr_at_10"] for r in runs]
+    ndcg = [pick(r)["ndcg_at_10"] for r in runs]
+    return {"hr_at_10": float(np.mean(hr)), "ndcg_at_10": float(np.mean(ndcg)),
+            "hr_at_10_std": float(np.std(hr)), "ndcg_at_10_std": float(np.std(ndcg)),
+            "per_seed": [{"hr_at_10": h, "ndcg_at_10": n} for h, n in zip(hr, ndcg)]}
+
+
+def cost(summary: dict) -> dict:
+    return {k: summary[k] for k in ("seconds_per_round", "client_seconds_per_round",
+                                    "server_seconds_per_round", "bytes_up_per_client",
+                                    "bytes_down_per_client", "setup_seconds", "rounds")}
+
+
+def against_plain(secure: dict, plain: dict) -> dict:
+    """The secure run against plain seed 0 over the same rounds (best-validation test metrics)."""
+    n = len(secure["history"]["hr_at_10"])
+    ph, sh = plain["history"], secure["history"]
+    best = lambda h: max(range(n), key=lambda i: (h["val_hr_at_10"][i], i))
+    bp, bs = best(ph), best(sh)
+    return {"rounds": n, "hr_at_10": sh["hr_at_10"][bs], "ndcg_at_10": sh["ndcg_at_10"][bs],
+            "plain_hr_at_10": ph["hr_at_10"][bp], "plain_ndcg_at_10": ph["ndcg_at_10"][bp],
+            "hr_at_10_minus_plain": sh["hr_at_10"][bs] - ph["hr_at_10"][bp],
+            "max_abs_round_hr_difference": float(np.max(np.abs(
+                np.subtract(sh["hr_at_10"], ph["hr_at_10"][:n])))),
+            **cost(secure)}
+
+
+def combine(parts: list[Path], path: Path | None) -> dict:
+    """Merge section JSONs: top-level keys from the first part that has them, nested dicts joined."""
+    out: dict = {}
+    for part in parts:
+        for key, value in json.loads(part.read_text()).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key].update(value)
+            else:
+                out.setdefault(key, value)
+    out["combined_from"] = [str(p) for p in parts]
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, 20 rounds, short secure runs")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {SECTIONS}")
+    parser.add_argument("--seeds", type=int, help="model seeds (default 5; --quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 100; --quick 20)")
+    parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default --rounds; --quick 2)")
+    parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
+    parser.add_argument("--ldp", default="0.1,0.3,0.5", help="Laplace scales besides 0")
+    parser.add_argument("--upload-clip", type=float, default=64.0)
+    parser.add_argument("--verbose", action="store_true", help="one line per round")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="PART",
+                        help="merge the JSON of runs of separate sections (run in parallel) into --json")
+    args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.json)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    seeds = args.seeds or (1 if args.quick else 5)
+    rounds = args.rounds or (20 if args.quick else 100)
+    secagg_rounds = args.secagg_rounds or (2 if args.quick else rounds)
+    paillier_rounds = args.paillier_rounds or (1 if args.quick else 5)
+    split = load_implicit("ml-100k", "loo", seed=0, ties="file")
+    config = lambda **kw: PFedRecConfig(rounds=rounds, upload_clip=args.upload_clip, **kw)
+    out: dict = {"dataset": "ml-100k", "split": "loo (ties by file order), 99 negatives, split seed 0",
+                 "rounds": rounds, "seeds": list(range(seeds)), "backend": "plain", "paper": PAPER,
+                 "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "note": "shared 2-core host, loaded by other jobs while measured"}}
+    say = lambda key, value: print(json.dumps({key: value}), flush=True)
+    plain_runs = []
+    if "plain" in sections or "ldp" in sections:
+        for seed in range(seeds if "plain" in sections else 1):
+            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose))
+            say(f"plain seed {seed}", {k: plain_runs[-1][k] for k in ("hr_at_10", "ndcg_at_10", "wall_seconds")})
+    if "plain" in sections:
+        out.update(over_seeds(plain_runs))
+        out["seconds_per_round"] = float(np.mean([r["seconds_per_round"] for r in plain_runs]))
+        out["wall_seconds"] = [r["wall_seconds"] for r in plain_runs]
+        out["best_round"] = [r["best_round"] for r in plain_runs]
+        out["clipped_fraction_max"] = float(max(max(r["history"]["clipped_fraction"]) for r in plain_runs))
+        out.setdefault("baselines", {})["pfedrec_global_table"] = over_seeds(plain_runs, "global_table")
+        out["history_seed0"] = plain_runs[0]["history"]
+    if "fedmf" in sections:
+        runs = [run(split, "plain", config(seed=s, variant="fedmf"), rounds) for s in range(seeds)]
+        out.setdefault("baselines", {})["fedmf_implicit"] = over_seeds(runs)
+        say("fedmf", out["baselines"]["fedmf_implicit"])
+    for section, name, n in (("secagg", "secagg+", secagg_rounds), ("paillier", "paillier_packed", paillier_rounds)):
+        if section in sections:
+            secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose)
+            peer = run(split, "plain", config(seed=0), n)  # plain seed 0 over the same rounds
+            out.setdefault("backends", {})[name] = against_plain(secure, peer)
+            say(name, out["backends"][name])
+    if "ldp" in sections:
+        ldp = {"0.0": {k: plain_runs[0][k] for k in ("hr_at_10", "ndcg_at_10")}}
+        for lam in (float(x) for x in args.ldp.split(",") if x):
+            r = run(split, "plain", config(seed=0, ldp_scale=lam), rounds)
+            ldp[str(lam)] = {"hr_at_10": r["hr_at_10"], "ndcg_at_10": r["ndcg_at_10"],
+                             "clipped_fraction_max": max(r["history"]["clipped_fraction"])}
+            say(f"ldp {lam}", ldp[str(lam)])
+        out["ldp"] = ldp
+    if "attack" in sections:
+        attack = {}
+        for name in ("plain", "secagg+", "paillier_packed"):
+            report, engine = attack_backend(split, name, config=config(seed=0),
+                                            backend_options=BACKEND_OPTIONS.get(name, {}))
+            attack[name] = {**report.as_dict(), **cost(engine.summary())}
+            say(f"attack {name}", attack[name])
+        out["attack"] = attack
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
