@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..data import load_split
 from ..errors import ConfigError
+from ..fcf_command import add_fcf_arguments, run_fcf_command
 from ..masked import add_mask_arguments, run_masked
 from ..trainer import FedMFTrainer, train_centralized
 from .options import add_training_arguments, backend_options, model_config
@@ -27,17 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON summary here")
     add_mask_arguments(parser)
+    parser.add_argument("--model", choices=("fedmf", "fcf"), default="fedmf",
+                        help="fedmf: explicit ratings (default); fcf: implicit feedback (FCF)")
+    add_fcf_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1, got {args.rounds}")
     config = model_config(args)
-    split = load_split(args.dataset, args.split, seed=args.seed)
     try:
         backend = make_backend(args.backend, **backend_options(args.backend_option))
     except (SecaggError, TypeError) as exc:
         raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
+    if args.model == "fcf":
+        return run_fcf_command(args, backend)
+    split = load_split(args.dataset, args.split, seed=args.seed)
     if args.mask == "personalized":
         return run_masked(args, split, backend, config)
     trainer = FedMFTrainer(split, backend, config=config, mode=args.mode, seed=args.seed)
