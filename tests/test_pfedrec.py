@@ -256,3 +256,10 @@ def test_a_few_rounds_on_movielens_learn(ml100k_root):
     engine.run(3)
     hr = [r.metrics["hr_at_10"] for r in engine.history]
     assert hr[-1] > 0.3, f"random ranking gives 0.10; got {hr}"
+
+
+def test_cli_refuses_pfedrec_without_a_leave_one_out_split(capsys):
+    from fedmf.cli import main
+
+    assert main(["train", "--model", "pfedrec", "--split", "u1", "--rounds", "1"]) == 2
+    assert "--model pfedrec needs --split loo" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from ..data import load_split
 from ..errors import ConfigError
 from ..fcf_command import add_fcf_arguments, run_fcf_command
 from ..masked import add_mask_arguments, run_masked
+from ..pfedrec_command import add_pfedrec_arguments, run_pfedrec_command
 from ..trainer import FedMFTrainer, train_centralized
 from .options import add_training_arguments, backend_options, model_config
 
@@ -28,9 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the JSON summary here")
     add_mask_arguments(parser)
-    parser.add_argument("--model", choices=("fedmf", "fcf"), default="fedmf",
-                        help="fedmf: explicit ratings (default); fcf: implicit feedback (FCF)")
+    parser.add_argument("--model", choices=("fedmf", "fcf", "pfedrec"), default="fedmf",
+                        help="fedmf: explicit ratings (default); fcf: implicit feedback (FCF); "
+                             "pfedrec: dual personalization (PFedRec)")
     add_fcf_arguments(parser)
+    add_pfedrec_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
     if args.model == "fcf":
         return run_fcf_command(args, backend)
+    if args.model == "pfedrec":
+        return run_pfedrec_command(args, backend)
     split = load_split(args.dataset, args.split, seed=args.seed)
     if args.mask == "personalized":
         return run_masked(args, split, backend, config)
