@@ -23,7 +23,15 @@ Variants (``PFedRecConfig.variant``):
   Fig. 3);
 * ``"fedmf"``: FedMF on implicit data: private user vector (w_i, b_i), one joint SGD
   step on it and on the item rows from the same gradient, inference with the global
-  table. Same loss, negatives, learning rates and aggregation.
+  table. Same loss, negatives, learning rates and aggregation. [R] The paper's
+  baseline code is not published (fcf_pfedrec_personalfr.md §2.4); this is our
+  reading of "user embeddings local, item gradients aggregated".
+
+Upload range: entries are clipped on the device to ``upload_clip`` (a public bound)
+and the engine divides by it, so every backend's codec sees [-1, 1]. Per-user deltas
+are large (the code's item rate is lr x M x 80 = 13,456 on ML-100K; 99.99th
+percentile of |Delta| about 100 in early rounds), so the bench uses 64; the fraction
+clipped is in every round's metrics (``clipped_fraction``).
 """
 
 from __future__ import annotations
