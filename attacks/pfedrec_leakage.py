@@ -82,6 +82,20 @@ def score_guesses(guesses: dict[int, np.ndarray], split: ImplicitSplit, backend:
                          observed)
 
 
+def attack_round(per_client: dict[int, np.ndarray], scale: float, split: ImplicitSplit,
+                 users: list[int], dim: int, backend: str, seed: int = 0) -> LeakageReport:
+    """Attack one round's decoded uploads (``view.per_client``, divided by ``scale``).
+
+    With no decodable upload (Paillier) the attacker guesses a random half of the items.
+    """
+    if per_client:
+        guesses = {u: infer_positives(per_client[u] * scale, split.n_items, dim) for u in users}
+    else:
+        rng = np.random.default_rng(seed)
+        guesses = {u: np.flatnonzero(rng.random(split.n_items) < 0.5) for u in users}
+    return score_guesses(guesses, split, backend, bool(per_client))
+
+
 def attack_backend(split: ImplicitSplit, backend: str, *, config: PFedRecConfig | None = None,
                    backend_options: dict | None = None, rounds: int = 1,
                    seed: int = 0) -> tuple[LeakageReport, Engine]:
@@ -89,22 +103,14 @@ def attack_backend(split: ImplicitSplit, backend: str, *, config: PFedRecConfig 
 
     Returns the report and the engine (its history holds the rounds' measured cost).
     """
-    views: dict[int, np.ndarray] = {}
-    scale = [1.0]
+    seen: dict[str, object] = {}
 
     def observer(rnd, result, uploads, upload_scale):
-        views.clear()
-        views.update(result.view.per_client)
-        scale[0] = upload_scale
+        seen.update(view=result.view.per_client, scale=upload_scale)
 
     options = {"record_view": True, **(backend_options or {})}
     engine = make_engine(split, backend, config=config, observer=observer, backend_options=options)
     engine.run(rounds)
-    dim = engine.trainer.config.latent_dim
-    users = engine.trainer.clients()
-    if views:
-        guesses = {u: infer_positives(views[u] * scale[0], split.n_items, dim) for u in users}
-    else:  # nothing decodable: the attacker can only guess a random half
-        rng = np.random.default_rng(seed)
-        guesses = {u: np.flatnonzero(rng.random(split.n_items) < 0.5) for u in users}
-    return score_guesses(guesses, split, engine.backend.name, bool(views)), engine
+    report = attack_round(seen["view"], seen["scale"], split, engine.trainer.clients(),
+                          engine.trainer.config.latent_dim, engine.backend.name, seed)
+    return report, engine

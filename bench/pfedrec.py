@@ -15,7 +15,8 @@ Sections (each against its peer in the same run):
 * ``paillier``: ``paillier_packed``, ``--paillier-rounds`` rounds (cost per round on all
   users; accuracy against plain over the same rounds);
 * ``ldp``: Laplace noise lambda in ``--ldp`` on every uploaded entry (seed 0);
-* ``attack``: item-set inference from one round-1 upload of every user, per backend.
+* ``attack``: item-set inference from every user's round-1 upload, in the ``secagg`` and
+  ``paillier`` runs and their plain peers (the attack needs one of those sections).
 
     python bench/pfedrec.py [--quick] [--json PATH] [--sections plain,fedmf,...]
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.pfedrec_leakage import attack_backend
+from attacks.pfedrec_leakage import attack_round
 from fedmf.data.implicit import load_implicit
 from fedmf.pfedrec import PFedRecConfig, make_engine, run_summary
 
@@ -42,16 +43,31 @@ PAPER = {"pfedrec": {"hr_at_10": 0.7162, "ndcg_at_10": 0.4344, "hr_at_10_std": 0
 BACKEND_OPTIONS = {"secagg+": {"bits": 24}, "paillier_packed": {}}
 
 
-def run(split, backend, config, rounds, options=None, show=False) -> dict:
-    """One run; its summary with a compact per-round history and the wall time."""
+def run(split, backend, config, rounds, options=None, show=False, attack=False) -> dict:
+    """One run; its summary with a compact per-round history and the wall time.
+
+    ``attack``: the server keeps round 1's per-client view and the item-set attack runs on
+    it (``out["attack"]``); views are not kept after round 1.
+    """
     t0 = time.perf_counter()
-    engine = make_engine(split, backend, config=config, backend_options=options)
+    found = {}
+
+    def observer(rnd, result, uploads, scale):
+        found["backend_setup_seconds"] = found.get("backend_setup_seconds", 0.0) + result.cost.setup_seconds
+        if attack and rnd == 1:
+            found["attack"] = attack_round(result.view.per_client, scale, split, engine.trainer.clients(),
+                                           config.latent_dim, engine.backend.name).as_dict()
+            engine.backend.record_view = False
+
+    options = {**(options or {}), **({"record_view": True} if attack else {})}
+    engine = make_engine(split, backend, config=config, backend_options=options, observer=observer)
     for _ in range(rounds):
         record = engine.run_round()
         if show:
             print(record.line(("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10")), flush=True)
     out = run_summary(engine)
     out["wall_seconds"] = time.perf_counter() - t0
+    out.update(found)
     keys = ("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10", "clipped_fraction")
     out["history"] = {k: [r.metrics[k] for r in engine.history] for k in keys}
     return out
@@ -70,7 +86,8 @@ def over_seeds(runs: list[dict], key: str = "") -> dict:
 def cost(summary: dict) -> dict:
     return {k: summary[k] for k in ("seconds_per_round", "client_seconds_per_round",
                                     "server_seconds_per_round", "bytes_up_per_client",
-                                    "bytes_down_per_client", "setup_seconds", "rounds")}
+                                    "bytes_down_per_client", "backend_setup_seconds", "wall_seconds",
+                                    "rounds")}
 
 
 def against_plain(secure: dict, plain: dict) -> dict:
@@ -154,9 +171,12 @@ def main(argv=None) -> dict:
         say("fedmf", out["baselines"]["fedmf_implicit"])
     for section, name, n in (("secagg", "secagg+", secagg_rounds), ("paillier", "paillier_packed", paillier_rounds)):
         if section in sections:
-            secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose)
-            peer = run(split, "plain", config(seed=0), n)  # plain seed 0 over the same rounds
+            secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose,
+                         attack="attack" in sections)
+            peer = run(split, "plain", config(seed=0), n, attack="attack" in sections)
             out.setdefault("backends", {})[name] = against_plain(secure, peer)
+            if "attack" in sections:
+                out.setdefault("attack", {}).update({name: secure["attack"], "plain": peer["attack"]})
             say(name, out["backends"][name])
     if "ldp" in sections:
         ldp = {"0.0": {k: plain_runs[0][k] for k in ("hr_at_10", "ndcg_at_10")}}
@@ -166,14 +186,6 @@ def main(argv=None) -> dict:
                              "clipped_fraction_max": max(r["history"]["clipped_fraction"])}
             say(f"ldp {lam}", ldp[str(lam)])
         out["ldp"] = ldp
-    if "attack" in sections:
-        attack = {}
-        for name in ("plain", "secagg+", "paillier_packed"):
-            report, engine = attack_backend(split, name, config=config(seed=0),
-                                            backend_options=BACKEND_OPTIONS.get(name, {}))
-            attack[name] = {**report.as_dict(), **cost(engine.summary())}
-            say(f"attack {name}", attack[name])
-        out["attack"] = attack
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

@@ -69,7 +69,7 @@ class PFedRecConfig:
     #: Laplace noise scale lambda added to every uploaded entry (0 = off)
     ldp_scale: float = 0.0
     #: device-side clip of each uploaded entry; the backend codecs take [-clip, clip]
-    upload_clip: float = 8.0
+    upload_clip: float = 64.0
     seed: int = 0
 
     def check(self) -> None:

@@ -27,7 +27,7 @@ def add_pfedrec_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=d.batch_size)
     group.add_argument("--ldp-scale", type=float, default=d.ldp_scale,
                        help="Laplace noise scale lambda on every uploaded entry (0: off)")
-    group.add_argument("--pfedrec-clip", type=float, default=64.0,
+    group.add_argument("--pfedrec-clip", type=float, default=d.upload_clip,
                        help="public bound on every uploaded entry (clipped on the device)")
     group.add_argument("--ties", choices=LOO_TIES, default="file",
                        help="leave-one-out ties in time: file order (the PFedRec code) or item id")
