@@ -76,11 +76,18 @@ def run(split, backend, config, rounds, options=None, show=False, attack=False) 
 def over_seeds(runs: list[dict], key: str = "") -> dict:
     """Mean and std over seeds of HR@10 / NDCG@10 (``key`` selects a nested record)."""
     pick = lambda r: r[key] if key else r
-    hr = [pick(r)["hr_at_10"] for r in runs]
-    ndcg = [pick(r)["ndcg_at_10"] for r in runs]
+    return aggregate_seeds([{"seed": r["config"]["seed"], "hr_at_10": pick(r)["hr_at_10"],
+                             "ndcg_at_10": pick(r)["ndcg_at_10"], "best_round": pick(r)["best_round"],
+                             "wall_seconds": r["wall_seconds"]} for r in runs])
+
+
+def aggregate_seeds(per_seed: list[dict]) -> dict:
+    """Mean and (population) std of HR@10 and NDCG@10 over per-seed records."""
+    hr = [r["hr_at_10"] for r in per_seed]
+    ndcg = [r["ndcg_at_10"] for r in per_seed]
     return {"hr_at_10": float(np.mean(hr)), "ndcg_at_10": float(np.mean(ndcg)),
             "hr_at_10_std": float(np.std(hr)), "ndcg_at_10_std": float(np.std(ndcg)),
-            "per_seed": [{"hr_at_10": h, "ndcg_at_10": n} for h, n in zip(hr, ndcg)]}
+            "seeds": [r["seed"] for r in per_seed], "per_seed": per_seed}
 
 
 def cost(summary: dict) -> dict:
@@ -108,11 +115,26 @@ def combine(parts: list[Path], path: Path | None) -> dict:
     """Merge section JSONs: top-level keys from the first part that has them, nested dicts joined."""
     out: dict = {}
     for part in parts:
-        for key, value in json.loads(part.read_text()).items():
+        data = json.loads(part.read_text())
+        if "per_seed" in data and "per_seed" in out:
+            data.update(aggregate_seeds(out["per_seed"] + data["per_seed"]))
+            data["seconds_per_round"] = float(np.mean([out["seconds_per_round"], data["seconds_per_round"]]))
+            out.update({k: data[k] for k in ("hr_at_10", "ndcg_at_10", "hr_at_10_std",
+                                              "ndcg_at_10_std", "seeds", "per_seed", "seconds_per_round")})
+        for name, base in data.get("baselines", {}).items():
+            known = out.setdefault("baselines", {}).get(name)
+            out["baselines"][name] = aggregate_seeds(known["per_seed"] + base["per_seed"]) if known else base
+        for key, value in data.items():
+            if key == "baselines":
+                continue
             if isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key].update(value)
             else:
                 out.setdefault(key, value)
+    if "ldp" in out and "0.0" not in out["ldp"]:
+        seed0 = [r for r in out.get("per_seed", []) if r["seed"] == 0]
+        if seed0:
+            out["ldp"]["0.0"] = {k: seed0[0][k] for k in ("hr_at_10", "ndcg_at_10")}
     out["combined_from"] = [str(p) for p in parts]
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +147,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="one seed, 20 rounds, short secure runs")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {SECTIONS}")
-    parser.add_argument("--seeds", type=int, help="model seeds (default 5; --quick 1)")
+    parser.add_argument("--seeds", type=int, help="model seeds 0..N-1 (default 5; --quick 1)")
+    parser.add_argument("--seed-list", help="explicit model seeds, e.g. 2,3 (for parallel parts)")
     parser.add_argument("--rounds", type=int, help="rounds (default 100; --quick 20)")
     parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default --rounds; --quick 2)")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
@@ -141,34 +164,40 @@ def main(argv=None) -> dict:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    seeds = args.seeds or (1 if args.quick else 5)
+    seeds = ([int(x) for x in args.seed_list.split(",")] if args.seed_list
+             else list(range(args.seeds or (1 if args.quick else 5))))
     rounds = args.rounds or (20 if args.quick else 100)
     secagg_rounds = args.secagg_rounds or (2 if args.quick else rounds)
     paillier_rounds = args.paillier_rounds or (1 if args.quick else 5)
     split = load_implicit("ml-100k", "loo", seed=0, ties="file")
     config = lambda **kw: PFedRecConfig(rounds=rounds, upload_clip=args.upload_clip, **kw)
     out: dict = {"dataset": "ml-100k", "split": "loo (ties by file order), 99 negatives, split seed 0",
-                 "rounds": rounds, "seeds": list(range(seeds)), "backend": "plain", "paper": PAPER,
+                 "rounds": rounds, "seeds": seeds, "backend": "plain", "paper": PAPER,
                  "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "note": "shared 2-core host, loaded by other jobs while measured"}}
-    say = lambda key, value: print(json.dumps({key: value}), flush=True)
+
+    def say(key, value):
+        print(json.dumps({key: value}), flush=True)
+        if args.json:  # after every finished run, so a partial run leaves its numbers
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=2))
+
     plain_runs = []
-    if "plain" in sections or "ldp" in sections:
-        for seed in range(seeds if "plain" in sections else 1):
-            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose))
-            say(f"plain seed {seed}", {k: plain_runs[-1][k] for k in ("hr_at_10", "ndcg_at_10", "wall_seconds")})
     if "plain" in sections:
-        out.update(over_seeds(plain_runs))
-        out["seconds_per_round"] = float(np.mean([r["seconds_per_round"] for r in plain_runs]))
-        out["wall_seconds"] = [r["wall_seconds"] for r in plain_runs]
-        out["best_round"] = [r["best_round"] for r in plain_runs]
-        out["clipped_fraction_max"] = float(max(max(r["history"]["clipped_fraction"]) for r in plain_runs))
-        out.setdefault("baselines", {})["pfedrec_global_table"] = over_seeds(plain_runs, "global_table")
-        out["history_seed0"] = plain_runs[0]["history"]
+        for seed in seeds:
+            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose))
+            out.update(over_seeds(plain_runs))
+            out["seconds_per_round"] = float(np.mean([r["seconds_per_round"] for r in plain_runs]))
+            out["clipped_fraction_max"] = float(max(max(r["history"]["clipped_fraction"]) for r in plain_runs))
+            out.setdefault("baselines", {})["pfedrec_global_table"] = over_seeds(plain_runs, "global_table")
+            out.setdefault("history", {})[str(seed)] = plain_runs[-1]["history"]
+            say(f"plain seed {seed}", out["per_seed"][-1])
     if "fedmf" in sections:
-        runs = [run(split, "plain", config(seed=s, variant="fedmf"), rounds) for s in range(seeds)]
-        out.setdefault("baselines", {})["fedmf_implicit"] = over_seeds(runs)
-        say("fedmf", out["baselines"]["fedmf_implicit"])
+        runs = []
+        for seed in seeds:
+            runs.append(run(split, "plain", config(seed=seed, variant="fedmf"), rounds))
+            out.setdefault("baselines", {})["fedmf_implicit"] = over_seeds(runs)
+            say(f"fedmf seed {seed}", out["baselines"]["fedmf_implicit"]["per_seed"][-1])
     for section, name, n in (("secagg", "secagg+", secagg_rounds), ("paillier", "paillier_packed", paillier_rounds)):
         if section in sections:
             secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose,
@@ -179,16 +208,16 @@ def main(argv=None) -> dict:
                 out.setdefault("attack", {}).update({name: secure["attack"], "plain": peer["attack"]})
             say(name, out["backends"][name])
     if "ldp" in sections:
-        ldp = {"0.0": {k: plain_runs[0][k] for k in ("hr_at_10", "ndcg_at_10")}}
+        out["ldp"] = {}
+        if plain_runs and plain_runs[0]["config"]["seed"] == 0:
+            out["ldp"]["0.0"] = {k: plain_runs[0][k] for k in ("hr_at_10", "ndcg_at_10")}
         for lam in (float(x) for x in args.ldp.split(",") if x):
             r = run(split, "plain", config(seed=0, ldp_scale=lam), rounds)
-            ldp[str(lam)] = {"hr_at_10": r["hr_at_10"], "ndcg_at_10": r["ndcg_at_10"],
-                             "clipped_fraction_max": max(r["history"]["clipped_fraction"])}
-            say(f"ldp {lam}", ldp[str(lam)])
-        out["ldp"] = ldp
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+            out["ldp"][str(lam)] = {"hr_at_10": r["hr_at_10"], "ndcg_at_10": r["ndcg_at_10"],
+                                    "best_round": r["best_round"],
+                                    "clipped_fraction_max": max(r["history"]["clipped_fraction"])}
+            say(f"ldp {lam}", out["ldp"][str(lam)])
+    say("done", True)
     return out
 
 
