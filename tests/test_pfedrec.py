@@ -263,3 +263,19 @@ def test_cli_refuses_pfedrec_without_a_leave_one_out_split(capsys):
 
     assert main(["train", "--model", "pfedrec", "--split", "u1", "--rounds", "1"]) == 2
     assert "--model pfedrec needs --split loo" in capsys.readouterr().err
+
+
+def test_file_order_ties_pick_the_first_tied_row_as_test_like_pandas_rank_first():
+    from fedmf.data import Ratings
+
+    # user 0: items 5, 2, 7 share the latest time 9 (file order 5, 2, 7); item 1 at time 3
+    rows = np.array([(0, 1, 4, 3), (0, 5, 4, 9), (0, 2, 3, 9), (0, 7, 5, 9), (0, 3, 2, 1)], np.int64)
+    data = Ratings(rows[:, 0], rows[:, 1], rows[:, 2].astype(float), rows[:, 3], 1, 30,
+                   np.arange(1), np.arange(30), "ties")
+    by_file = loo_split(data, seed=0, n_negatives=3, ties="file")
+    assert by_file.test_indices.tolist() == [5] and by_file.val_indices.tolist() == [2]
+    assert by_file.train_items(0).tolist() == [1, 3, 7]
+    by_item = loo_split(data, seed=0, n_negatives=3, ties="item")
+    assert by_item.test_indices.tolist() == [7] and by_item.val_indices.tolist() == [5]
+    with pytest.raises(ConfigError, match="ties"):
+        loo_split(data, ties="time")
