@@ -148,3 +148,25 @@ def test_cli_train_fcf_writes_the_issue_keys(tmp_path, capsys):
     assert summary["rounds"] == 2 and summary["bytes_up_per_client"] >= 1682 * 4 * 8
     assert main(["train", "--model", "fcf", "--split", "u1", "--rounds", "1"]) == 2
     assert "--split loo" in capsys.readouterr().err
+
+
+def test_attack_recovers_every_interaction_set_from_one_plain_upload(small):
+    from attacks.fcf_leakage import evaluate_backend
+
+    report = evaluate_backend(small, "plain", round=2, model=MODEL)
+    assert report["uploads_recovered"] == report["users_attacked"] == 50
+    assert report["precision"] == 1.0 and report["recall"] == 1.0
+    assert report["baseline"]["precision"] < 0.3
+
+
+@pytest.mark.parametrize("backend, options", [
+    ("secagg+", {}),
+    ("paillier_packed", {"key_bits": 1024, "allow_insecure_small_key": True}),
+])
+def test_attack_is_at_the_baseline_under_protection(small, backend, options):
+    from attacks.fcf_leakage import evaluate_backend
+
+    report = evaluate_backend(small, backend, round=1, model=MODEL, users=np.arange(12),
+                              backend_options=options)
+    assert report["uploads_recovered"] == 0
+    assert report["precision"] < 0.35 and report["recall"] < 0.35, "a random set of the true size"
