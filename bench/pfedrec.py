@@ -83,6 +83,7 @@ def over_seeds(runs: list[dict], key: str = "") -> dict:
 
 def aggregate_seeds(per_seed: list[dict]) -> dict:
     """Mean and (population) std of HR@10 and NDCG@10 over per-seed records."""
+    per_seed = sorted(per_seed, key=lambda r: r["seed"])
     hr = [r["hr_at_10"] for r in per_seed]
     ndcg = [r["ndcg_at_10"] for r in per_seed]
     return {"hr_at_10": float(np.mean(hr)), "ndcg_at_10": float(np.mean(ndcg)),
