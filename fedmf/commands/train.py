@@ -4,7 +4,8 @@ and a JSON summary.
 ``--model`` picks the trainer: ``fedmf`` (explicit ratings, this module; with
 ``--mask personalized`` the masked protocol of :mod:`fedmf.commands.masked`) or one of
 :data:`MODELS`, each a module ``fedmf.commands.train_<model>`` that defines ``TITLE``,
-``SPLITS`` (the ``--split`` values it reads), ``add_arguments(group)`` and
+``SPLITS`` (the ``--split`` values it reads), ``PARTICIPATION`` (its share of clients
+a round when ``--participation`` is not given), ``add_arguments(group)`` and
 ``run(args) -> int``. A model's options are refused with another ``--model`` (one line,
 exit 2), so no option is silently ignored. Adding a trainer to the command line means
 adding such a module and its name to :data:`MODELS`.
@@ -22,13 +23,14 @@ from ..errors import ConfigError
 from ..trainer import FedMFTrainer, train_centralized
 from ..warmup import warm_numba_kernels
 from . import masked
-from .options import add_training_arguments, build_backend, int_at_least, model_config, output_path, write_json
+from .options import (add_training_arguments, build_backend, finite_float, int_at_least, model_config,
+                      output_path, write_json)
 
 NAME = "train"
 HELP = "train a federated recommender over an aggregation backend; report accuracy and per-round cost"
 
 #: --model values besides fedmf, each a module fedmf.commands.train_<name>
-MODELS = ("fcf", "personalfr")
+MODELS = ("fcf", "pfedrec", "personalfr")
 #: FedMF's own options (besides the masked protocol's): refused with another --model
 FEDMF_OPTIONS = ("mode", "factors", "lr", "reg", "order", "no_biases", "no_baseline")
 
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fedmf: explicit-rating FedMF; " + "; ".join(
                             f"{m}: {_model_module(m).TITLE}" for m in MODELS))
     parser.add_argument("--rounds", type=int_at_least(1), default=60, help="training rounds")
+    parser.add_argument("--participation", type=finite_float(low=0, strict=True, high=1), default=None,
+                        help="share of clients in each round, seeded (default: the model's; "
+                             + ", ".join(f"{m} {_model_module(m).PARTICIPATION:g}" for m in MODELS)
+                             + "; FedMF trains every user)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="fedmf: skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON summary here")
@@ -56,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     split.default = None
     split.help = ("train / test split (default: u1 for --model fedmf, else the model's first: "
                   + ", ".join(f"{m} {_model_module(m).SPLITS[0]}" for m in MODELS) + ")")
+    for name in MODELS:
+        owned[name].add("participation")
     parser.set_defaults(owned_options=owned)
 
 
@@ -67,13 +75,13 @@ def _dests_added(parser: argparse.ArgumentParser, add, target) -> set[str]:
 
 
 def validate(args: argparse.Namespace) -> None:
+    mine = args.owned_options[args.model]
     for model, dests in args.owned_options.items():
-        if model == args.model:
-            continue
-        for dest in sorted(dests):
+        for dest in sorted(dests - mine):
             if getattr(args, dest) != args.parser.get_default(dest):
+                owners = [m for m, d in args.owned_options.items() if dest in d]
                 flag = "--" + dest.replace("_", "-")
-                raise ConfigError(f"{flag} applies to --model {model} only, not --model {args.model}")
+                raise ConfigError(f"{flag} applies to --model {' / '.join(owners)} only, not --model {args.model}")
     splits = SPLITS if args.model == "fedmf" else _model_module(args.model).SPLITS
     if args.split is None:
         args.split = "u1" if args.model == "fedmf" else splits[0]

@@ -18,6 +18,8 @@ from .options import build_backend, finite_float, int_at_least
 
 TITLE = "FCF (--model fcf): implicit-feedback collaborative filtering"
 SPLITS = IMPLICIT_SPLITS
+#: --participation when not given: every user in every round
+PARTICIPATION = 1.0
 
 
 def add_arguments(group) -> None:
@@ -33,8 +35,6 @@ def add_arguments(group) -> None:
                        default=FCFConfig.lr_decay, help="per-round factor on the server learning rate")
     group.add_argument("--upload-clip", type=finite_float(low=0, strict=True), default=FCFConfig.upload_clip,
                        help="public bound on every uploaded gradient entry")
-    group.add_argument("--participation", type=finite_float(low=0, strict=True, high=1), default=1.0,
-                       help="share of users taking part in each round (seeded)")
     group.add_argument("--centralized-iterations", type=int_at_least(0), default=20,
                        help="iterations of the centralized ALS peer (0: skip it)")
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{split.name}: {split.n_users} users, {split.n_items} items, "
           f"{split.train_indices.size} training interactions; FCF over {backend.name}")
     summary, _ = run_fcf(split, backend, args.rounds, model=model, fcf=fcf, seed=args.seed,
-                         participation=args.participation, progress=True,
+                         participation=args.participation or PARTICIPATION, progress=True,
                          centralized_iterations=args.centralized_iterations or None)
     summary.update(dataset=args.dataset)
     line = lambda d: "  ".join(f"{k} {d[k]:.4f}" for k in ("hr_at_10", "ndcg_at_10", "precision_at_10", "map_at_10"))

@@ -13,10 +13,12 @@ from ..autorec import LOSSES
 from ..data import load_split
 from ..engine import write_json
 from ..personalfr import VARIANTS, FedConfig, make_engine, summarize
-from .options import build_backend, finite_float, int_at_least
+from .options import build_backend, int_at_least
 
 TITLE = "PersonalFR (--model personalfr): autoencoder, private encoder, federated decoder"
 SPLITS = ("random",)
+#: --participation when not given: the code's 10 % of clients a round
+PARTICIPATION = FedConfig.fraction
 
 
 def add_arguments(group) -> None:
@@ -26,8 +28,6 @@ def add_arguments(group) -> None:
                        help="personalfr: decoder averaged, encoder private; fedavg: whole autoencoder")
     group.add_argument("--clients", type=int_at_least(2), default=None,
                        help="number of clients over a random user partition (default: one user each)")
-    group.add_argument("--fraction", type=finite_float(low=0, strict=True, high=1), default=FedConfig.fraction,
-                       help="share of clients per round")
     group.add_argument("--eval-every", type=int_at_least(1), default=10,
                        help="test metric every N rounds (and the last)")
 
@@ -35,7 +35,7 @@ def add_arguments(group) -> None:
 def run(args: argparse.Namespace) -> int:
     backend = build_backend(args.backend, args.backend_option)
     split = load_split(args.dataset, "random", test_fraction=0.1, seed=args.seed)
-    cfg = FedConfig(loss=args.feedback, variant=args.variant, rounds=args.rounds, fraction=args.fraction,
+    cfg = FedConfig(loss=args.feedback, variant=args.variant, rounds=args.rounds, fraction=args.participation or PARTICIPATION,
                     batch_users=1 if args.clients is None else 5)
     engine = make_engine(split, backend, config=cfg, clients=args.clients, seed=args.seed,
                          eval_every=args.eval_every)
