@@ -122,21 +122,6 @@ def _powmod(a, e, p):
 
 
 @njit(cache=True)
-def _lagrange_at_zero(xs, p):
-    t = xs.shape[0]
-    lam = np.empty(t, dtype=np.int64)
-    for j in range(t):
-        num = 1
-        den = 1
-        for m in range(t):
-            if m != j:
-                num = (num * xs[m]) % p
-                den = (den * ((xs[m] - xs[j]) % p)) % p
-        lam[j] = (num * _powmod(den, p - 2, p)) % p
-    return lam
-
-
-@njit(cache=True)
 def _lagrange_at(xs, x0, p):
     """lambda_j(x0) = prod_{m != j} (x0 - x_m) / (x_j - x_m) mod p."""
     t = xs.shape[0]
@@ -155,7 +140,7 @@ def _lagrange_at(xs, x0, p):
 @functools.lru_cache(maxsize=4096)
 def lagrange_coefficients(xs: tuple[int, ...]) -> np.ndarray:
     """Cached Lagrange coefficients at 0 for the share-index set ``xs``."""
-    return _lagrange_at_zero(np.asarray(xs, dtype=np.int64), PRIME)
+    return _lagrange_at(np.asarray(xs, dtype=np.int64), 0, PRIME)
 
 
 @njit(cache=True)
