@@ -10,8 +10,11 @@ holds only the public key. Each round, in this in-process simulation:
    membership of every ciphertext in Z*_{n^2} is checked once on the aggregate (a
    factor of n in any upload survives into the product);
 3. the aggregate ciphertext goes back down and the clients decrypt it. Every client
-   would do the same decryption, so it runs once and its time is charged to every
-   included client's ``client_seconds`` (and its size to ``bytes_down``).
+   would run the same decryption on the same ciphertexts, so the simulation runs it
+   once per round (split across ``workers`` processes) and charges each included
+   client its measured single-device cost (the workers' summed seconds, not the
+   shorter wall time): ``cost.shared_client_seconds[cid]``, included in
+   ``cost.client_seconds[cid]``; the download's size goes to ``bytes_down``.
 
 The server learns nothing in clear: ``view.per_client`` stays empty and
 ``view.aggregate`` is None. ``bytes_up`` is the real serialized upload (the key is named
@@ -34,10 +37,16 @@ count encrypted, checked at decryption (:mod:`.packing`).
 
 Both aggregate sparse (PartText) rounds sparsely: a client encrypts and uploads only
 the cells its support blocks touch (entries; for the packed backend the ciphertexts
-whose slots meet the support) with their 4-byte indices, and the server multiplies
-ciphertexts cell by cell, counting per cell what it added. The download holds the
-touched cells only. Process pools (``workers`` > 1) are released by
-:meth:`PaillierBackend.close`.
+holding its blocks, laid out *item-aligned* by :func:`.packing.aligned_positions`: each
+block in whole ciphertexts, blocks grouped by index) with their 4-byte indices, and the
+server multiplies ciphertexts cell by cell, counting per cell what it added. Each
+client downloads and decrypts the aggregate of its own cells only (all a FedMF
+PartText client needs for its next update); the simulation decrypts every touched cell
+once and charges each client the measured seconds per cell times its cell count.
+What the server learns in a sparse round: which cells each client uploads and
+downloads, i.e. its support rounded up to whole groups (packed: the groups holding a
+rated item; unpacked: the support itself); never a value. Process pools
+(``workers`` > 1) are released by :meth:`PaillierBackend.close`.
 """
 
 from __future__ import annotations
@@ -59,10 +68,10 @@ from ..errors import HeadroomExceededError, InvalidInputError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
-from .packing import PackingLayout, choose_layout
+from .packing import PackingLayout, aligned_positions, choose_layout
 from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
-from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers
+from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers_timed
 
 OBFUSCATIONS = ("crt", "djn")
 
@@ -149,7 +158,7 @@ class PaillierBackend(AggregationBackend):
 
     # -- one round's plan: everything the clients and the server agree on beforehand --
 
-    def _plan(self, clients: list[int], weights: dict[int, float]) -> dict:
+    def _plan(self, clients: list[int], weights: dict[int, float], length: int, block_size: int) -> dict:
         """The round's public parameters (here the codec exponent), fixed before any upload."""
         return {"exponent": FixedPointCodec.from_bits(self.precision_bits).exponent}
 
@@ -196,11 +205,13 @@ class PaillierBackend(AggregationBackend):
     def _download(self, plan: dict, pk, ciphertexts: list, bound: int):
         return EncryptedVector(pk, ciphertexts, plan["exponent"], bound)
 
-    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> np.ndarray:
-        """The full-length aggregate from the decrypted cells (untouched entries are 0)."""
+    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> tuple[np.ndarray, float]:
+        """The full-length aggregate from the decrypted cells (untouched entries are 0), and
+        the single-device seconds of the decryption."""
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=self.workers)
         out = np.zeros(length)
-        out[cells] = down.decrypt(sk, workers=self.workers)
-        return out
+        out[cells] = down.decode_plaintexts(plain)
+        return out, seconds
 
     def _run_round(self, vectors, weights, dropped):
         return self._round(vectors, weights, dropped, None, 1)
@@ -216,7 +227,7 @@ class PaillierBackend(AggregationBackend):
         n2 = pk.nsquare
         included = [c for c in vectors if c not in set(dropped)]
         length = next(iter(vectors.values())).shape[0]
-        plan = self._plan(list(vectors), weights)
+        plan = self._plan(list(vectors), weights, length, block_size)
         info = self._info(plan)
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
                     obfuscation_assumption=self._obfuscator.assumption)
@@ -247,13 +258,15 @@ class PaillierBackend(AggregationBackend):
         cts = [acc[c] for c in touched.tolist()]
         check_group_membership(pk, cts)  # covers every upload (see its docstring)
         down = self._download(plan, pk, cts, bound).to_bytes(include_key=False)
-        t1 = time.perf_counter()
-        cost.server_seconds += t1 - t0
-        aggregate = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
-        decrypt_seconds = time.perf_counter() - t1
+        cost.server_seconds += time.perf_counter() - t0
+        # decrypted once for everyone; each client pays for the cells it downloads
+        aggregate, decrypt_seconds = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
+        per_cell = decrypt_seconds / max(len(cts), 1)
+        header = len(down) - pk.ciphertext_bytes * len(cts)
         for cid in included:
-            cost.client_seconds[cid] += decrypt_seconds
-            cost.bytes_down[cid] = len(down) + index_bytes * len(touched)
+            cost.shared_client_seconds[cid] = per_cell * len(cells[cid])
+            cost.client_seconds[cid] += cost.shared_client_seconds[cid]
+            cost.bytes_down[cid] = header + pk.ciphertext_bytes * len(cells[cid])
         info.update(ciphertexts_per_client=len(cts), decrypt_seconds=decrypt_seconds)
         return RoundResult(
             aggregate=aggregate,
@@ -302,14 +315,15 @@ class PackedPaillierBackend(PaillierBackend):
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {max_summands!r}")
         self.max_summands = max_summands
 
-    def _plan(self, clients, weights) -> dict:
+    def _plan(self, clients, weights, length, block_size) -> dict:
         needed = sum(_summands(weights[c]) for c in clients)
         k = self.max_summands if self.max_summands is not None else needed
         layout = choose_layout(
             clip=self.clip, precision_bits=self.precision_bits, max_summands=k,
             key_bits=self.key.public_key.bits,
         )
-        return {"layout": layout, "summands_declared": needed}
+        positions, n_cells = aligned_positions(length, block_size, layout.slots)
+        return {"layout": layout, "summands_declared": needed, "positions": positions, "cells": n_cells}
 
     def _info(self, plan) -> dict:
         return {"layout": plan["layout"].describe(), "summands_declared": plan["summands_declared"]}
@@ -327,16 +341,17 @@ class PackedPaillierBackend(PaillierBackend):
         return {"summands": _summands(weight)}
 
     def _cells(self, plan, length, blocks, block_size) -> np.ndarray:
-        """Ciphertext indices: all, or those whose ``layout.slots`` entries meet the support."""
-        slots = plan["layout"].slots
+        """Ciphertext indices: all, or those holding the support's blocks (item-aligned)."""
         if blocks is None:
-            return np.arange(plan["layout"].ciphertexts_for(length))
-        return np.unique(super()._cells(plan, length, blocks, block_size) // slots)
+            return np.arange(plan["cells"])
+        entries = super()._cells(plan, length, blocks, block_size)
+        return np.unique(plan["positions"][entries] // plan["layout"].slots)
 
     def _compact(self, plan, x, cells) -> np.ndarray:
+        """The slots of ``cells`` in the item-aligned layout (padding slots hold 0)."""
         slots = plan["layout"].slots
-        padded = np.zeros(plan["layout"].ciphertexts_for(x.size) * slots)
-        padded[:x.size] = x
+        padded = np.zeros(plan["cells"] * slots)
+        padded[plan["positions"]] = x
         return padded.reshape(-1, slots)[cells].ravel()
 
     def _check_headroom(self, plan, most) -> None:
@@ -355,14 +370,14 @@ class PackedPaillierBackend(PaillierBackend):
         """Each ciphertext decoded with its own encrypted summand count (cells differ in
         how many clients touched them in a sparse round)."""
         lay = plan["layout"]
-        plain = decrypt_integers(sk, down.ciphertexts, workers=self.workers)
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=self.workers)
         slot_values, counts = lay.unpack_counted(plain)
         rows = slot_values.reshape(len(cells), lay.slots)
-        out = np.zeros(lay.ciphertexts_for(length) * lay.slots)
+        out = np.zeros(plan["cells"] * lay.slots)
         for row, cell, count in zip(rows, cells.tolist(), counts):
             sums = lay.slot_sums(row, lay.slots, lay.check_counts(np.array([count])))
             out[cell * lay.slots:(cell + 1) * lay.slots] = lay.dequantize(sums)
-        return out[:length]
+        return out[plan["positions"]], seconds
 
     @staticmethod
     def _upload(key, obfuscator, job) -> tuple[bytes, float]:
