@@ -15,6 +15,10 @@ holds only the public key. Each round, in this in-process simulation:
    client its measured single-device cost (the workers' summed seconds, not the
    shorter wall time): ``cost.shared_client_seconds[cid]``, included in
    ``cost.client_seconds[cid]``; the download's size goes to ``bytes_down``.
+   ``decrypt="per_client"`` instead has every client decrypt its download itself
+   (sequentially, as a device would; slow) and checks that every client's result is
+   bit-identical to the once-decrypted aggregate (:class:`ProtocolError` otherwise):
+   the check that decrypting once loses nothing, and a measurement of the real cost.
 
 The server learns nothing in clear: ``view.per_client`` stays empty and
 ``view.aggregate`` is None. ``bytes_up`` is the real serialized upload (the key is named
@@ -64,7 +68,7 @@ from ..backend import (
     check_workers,
     register_backend,
 )
-from ..errors import HeadroomExceededError, InvalidInputError
+from ..errors import HeadroomExceededError, InvalidInputError, ProtocolError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
 from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
@@ -74,6 +78,7 @@ from .serialization import check_group_membership, vector_from_bytes
 from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers_timed
 
 OBFUSCATIONS = ("crt", "djn")
+DECRYPT = ("once", "per_client")
 
 
 class PaillierBackend(AggregationBackend):
@@ -96,6 +101,10 @@ class PaillierBackend(AggregationBackend):
         Processes (1: in-process). Whole client uploads run in parallel worker
         processes (each client's seconds are measured where it ran), and the
         aggregate's decryption is split across them.
+    decrypt:
+        ``"once"`` (default): the shared aggregate is decrypted once per round and its
+        measured cost charged to every client; ``"per_client"``: every client decrypts
+        its download itself and the results are checked bit-identical (module docstring).
     """
 
     name = "paillier"
@@ -113,6 +122,7 @@ class PaillierBackend(AggregationBackend):
         precision_bits: int = 32,
         obfuscation: str = "crt",
         workers: int = 1,
+        decrypt: str = "once",
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
@@ -128,6 +138,9 @@ class PaillierBackend(AggregationBackend):
             check_key_bits(key_bits, allow_insecure_small_key)
         if obfuscation not in OBFUSCATIONS:
             raise InvalidInputError(f"obfuscation must be one of {OBFUSCATIONS}, got {obfuscation!r}")
+        if decrypt not in DECRYPT:
+            raise InvalidInputError(f"decrypt must be one of {DECRYPT}, got {decrypt!r}")
+        self.decrypt = decrypt
         if isinstance(precision_bits, bool) or not isinstance(precision_bits, int) or precision_bits < 2:
             raise InvalidInputError(f"precision_bits must be an integer >= 2, got {precision_bits!r}")
         self.key, self.key_bits, self.allow_insecure_small_key = key, key_bits, allow_insecure_small_key
@@ -205,10 +218,11 @@ class PaillierBackend(AggregationBackend):
     def _download(self, plan: dict, pk, ciphertexts: list, bound: int):
         return EncryptedVector(pk, ciphertexts, plan["exponent"], bound)
 
-    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> tuple[np.ndarray, float]:
+    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int,
+                workers: int) -> tuple[np.ndarray, float]:
         """The full-length aggregate from the decrypted cells (untouched entries are 0), and
         the single-device seconds of the decryption."""
-        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=self.workers)
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=workers)
         out = np.zeros(length)
         out[cells] = down.decode_plaintexts(plain)
         return out, seconds
@@ -260,12 +274,17 @@ class PaillierBackend(AggregationBackend):
         down = self._download(plan, pk, cts, bound).to_bytes(include_key=False)
         cost.server_seconds += time.perf_counter() - t0
         # decrypted once for everyone; each client pays for the cells it downloads
-        aggregate, decrypt_seconds = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
+        down_vector = vector_from_bytes(down, pk)
+        aggregate, decrypt_seconds = self._decode(plan, sk, down_vector, touched, length, self.workers)
         per_cell = decrypt_seconds / max(len(cts), 1)
         header = len(down) - pk.ciphertext_bytes * len(cts)
         for cid in included:
-            cost.shared_client_seconds[cid] = per_cell * len(cells[cid])
-            cost.client_seconds[cid] += cost.shared_client_seconds[cid]
+            if self.decrypt == "per_client":
+                cost.client_seconds[cid] += self._decrypt_as_client(
+                    plan, sk, down_vector, touched, cells[cid], length, aggregate, cid)
+            else:
+                cost.shared_client_seconds[cid] = per_cell * len(cells[cid])
+                cost.client_seconds[cid] += cost.shared_client_seconds[cid]
             cost.bytes_down[cid] = header + pk.ciphertext_bytes * len(cells[cid])
         info.update(ciphertexts_per_client=len(cts), decrypt_seconds=decrypt_seconds)
         return RoundResult(
@@ -276,6 +295,21 @@ class PaillierBackend(AggregationBackend):
             cost=cost,
             info=info,
         )
+
+    def _decrypt_as_client(self, plan, sk, down, touched, mine, length, aggregate, cid) -> float:
+        """Client ``cid`` decrypts its own cells of the download in one process; its result
+        must be bit-identical to ``aggregate`` on them. Returns its seconds."""
+        rows = np.searchsorted(touched, mine)
+        own = self._download(plan, down.public_key, [down.ciphertexts[r] for r in rows.tolist()], _down_bound(down))
+        mine_out, seconds = self._decode(plan, sk, own, mine, length, 1)
+        held = self._entries(plan, length, mine)
+        if not np.array_equal(mine_out[held], aggregate[held]):
+            raise ProtocolError(f"client {cid} decrypted a different aggregate than the shared decryption")
+        return seconds
+
+    def _entries(self, plan, length, cells) -> np.ndarray:
+        """The vector entries held by ``cells`` (unpacked: the cells are entries)."""
+        return cells
 
     def _check_headroom(self, plan: dict, most: int) -> None:
         """Unpacked: the vouched bounds are checked when the download is built."""
@@ -302,13 +336,14 @@ class PackedPaillierBackend(PaillierBackend):
         max_summands: int | None = None,
         obfuscation: str = "crt",
         workers: int = 1,
+        decrypt: str = "once",
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
         super().__init__(key=key, key_bits=key_bits, allow_insecure_small_key=allow_insecure_small_key,
                          clip=clip, out_of_range=out_of_range, precision_bits=precision_bits,
-                         obfuscation=obfuscation, workers=workers, min_inputs=min_inputs,
-                         record_view=record_view)
+                         obfuscation=obfuscation, workers=workers, decrypt=decrypt,
+                         min_inputs=min_inputs, record_view=record_view)
         if max_summands is not None and (
             isinstance(max_summands, bool) or not isinstance(max_summands, int) or max_summands < 1
         ):
@@ -354,6 +389,10 @@ class PackedPaillierBackend(PaillierBackend):
         padded[plan["positions"]] = x
         return padded.reshape(-1, slots)[cells].ravel()
 
+    def _entries(self, plan, length, cells) -> np.ndarray:
+        held = np.isin(plan["positions"] // plan["layout"].slots, cells)
+        return np.flatnonzero(held)
+
     def _check_headroom(self, plan, most) -> None:
         k = plan["layout"].max_summands
         if most > k:
@@ -366,11 +405,11 @@ class PackedPaillierBackend(PaillierBackend):
         lay = plan["layout"]
         return PackedEncryptedVector(pk, ciphertexts, lay, len(ciphertexts) * lay.slots, lay.max_summands)
 
-    def _decode(self, plan, sk, down, cells, length) -> np.ndarray:
+    def _decode(self, plan, sk, down, cells, length, workers) -> tuple[np.ndarray, float]:
         """Each ciphertext decoded with its own encrypted summand count (cells differ in
         how many clients touched them in a sparse round)."""
         lay = plan["layout"]
-        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=self.workers)
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=workers)
         slot_values, counts = lay.unpack_counted(plain)
         rows = slot_values.reshape(len(cells), lay.slots)
         out = np.zeros(plan["cells"] * lay.slots)
@@ -382,6 +421,11 @@ class PackedPaillierBackend(PaillierBackend):
     @staticmethod
     def _upload(key, obfuscator, job) -> tuple[bytes, float]:
         return _upload_packed(key, obfuscator, job)
+
+
+def _down_bound(down) -> int:
+    """The public counter a download carries (unpacked: its bound; packed: its summands)."""
+    return down.bound if isinstance(down, EncryptedVector) else down.summands
 
 
 def _summands(weight: float) -> int:
