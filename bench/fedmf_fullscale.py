@@ -15,7 +15,12 @@ Measured in one run, against peers in the same run:
   :attr:`secagg.RoundCost.shared_client_seconds`), with their ratios part / full.
 
 Client seconds are wall-clock seconds measured where each client's work ran; on a
-loaded host they are inflated (the JSON records the load average).
+loaded host they are inflated (the JSON records the load average). So each round's CPU
+seconds over this process and its worker processes are recorded too
+(``cpu_seconds_per_round``, from /proc), and ``estimated_idle_seconds_per_round`` =
+CPU seconds / ``--workers`` is an *estimate* of the round's wall time on that many idle
+cores (it assumes the work splits evenly; the main process's serial part is included
+in the CPU total).
 
     python bench/fedmf_fullscale.py [--quick] [--rounds N] [--workers W] [--json PATH]
 """
@@ -37,15 +42,40 @@ from fedmf.warmup import warm_numba_kernels
 from secagg import make_backend
 
 ROUNDS_TARGET = 60
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of this process and its live child processes, by pid."""
+    me = os.getpid()
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        if pid == me or ppid == me:
+            out[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in tree_cpu().items())
 
 
 def train(split, backend, mode: str, rounds: int, seed: int, users) -> tuple[FedMFTrainer, float]:
     """Run ``rounds`` FedMF rounds; return the trainer and the wall seconds (setup included)."""
     t0 = time.perf_counter()
     trainer = FedMFTrainer(split, backend, mode=mode, seed=seed, users=users)
+    trainer.cpu_seconds = []
     for _ in range(rounds):
+        before = tree_cpu()
         log = trainer.run_round()
-        print(f"  {backend.name:16s} {mode}: {log.line()}", flush=True)
+        trainer.cpu_seconds.append(cpu_since(before))
+        print(f"  {backend.name:16s} {mode}: {log.line()}  cpu {trainer.cpu_seconds[-1]:.1f} s", flush=True)
     return trainer, time.perf_counter() - t0
 
 
@@ -63,6 +93,7 @@ def mode_cost(trainer: FedMFTrainer) -> dict:
         "shared_client_seconds": log.shared_client_seconds,
         "own_client_seconds": log.client_seconds - log.shared_client_seconds,
         "round_seconds": rec.seconds,
+        "round_cpu_seconds": trainer.cpu_seconds[0],
     }
 
 
@@ -82,6 +113,7 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
     enc = np.array([h.test_rmse for h in full.history])
     ref = np.array([h.test_rmse for h in plain.history])
     per_round = float(np.mean([h.seconds for h in full.history]))
+    cpu_per_round = float(np.mean(full.cpu_seconds))
     costs = {"full": mode_cost(full), "part": mode_cost(part)}
     out = {
         "rounds": rounds,
@@ -93,6 +125,8 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
         "test_rmse": float(enc[-1]),
         "plain_test_rmse": float(ref[-1]),
         "max_round_rmse_difference": float(np.max(np.abs(enc - ref))),
+        "cpu_seconds_per_round": cpu_per_round,
+        "estimated_idle_seconds_per_round": cpu_per_round / workers,
         "rmse_per_round": enc.tolist(),
         "plain_rmse_per_round": ref.tolist(),
         "full_bytes_up_per_client": costs["full"]["bytes_up_per_client"],
@@ -115,6 +149,10 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
         out["estimated_wall_seconds_60_rounds"] = full.setup_seconds + ROUNDS_TARGET * per_round
         out["estimate_note"] = (f"estimate: setup + {ROUNDS_TARGET} x the mean of {rounds} measured rounds, "
                                 "not a measured 60-round run")
+    out["estimated_idle_wall_seconds_60_rounds"] = full.setup_seconds + ROUNDS_TARGET * cpu_per_round / workers
+    out["idle_estimate_note"] = (f"estimate: setup + {ROUNDS_TARGET} x measured CPU seconds per round / "
+                                 f"{workers} workers, i.e. the wall time on {workers} idle cores if the work "
+                                 "splits evenly; not measured")
     return out
 
 
@@ -132,7 +170,8 @@ def main(argv=None) -> int:
     keys = ("rounds", "wall_seconds", "seconds_per_round", "test_rmse", "plain_test_rmse",
             "max_round_rmse_difference", "part_bytes_up_per_client", "full_bytes_up_per_client",
             "part_client_seconds", "full_client_seconds", "part_vs_full_bytes_up",
-            "part_vs_full_client_seconds", "estimated_wall_seconds_60_rounds")
+            "part_vs_full_client_seconds", "cpu_seconds_per_round", "estimated_wall_seconds_60_rounds",
+            "estimated_idle_wall_seconds_60_rounds")
     for k in keys:
         if k in out:
             print(f"{k:36s} {out[k]}")
