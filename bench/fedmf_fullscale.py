@@ -40,6 +40,7 @@ from fedmf.data import load_split
 from fedmf.trainer import FedMFTrainer
 from fedmf.warmup import warm_numba_kernels
 from secagg import make_backend
+from secagg.paillier.packing import PackingLayout, aligned_positions, choose_layout
 
 ROUNDS_TARGET = 60
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -97,6 +98,20 @@ def mode_cost(trainer: FedMFTrainer) -> dict:
     }
 
 
+def groups_touched(trainer: FedMFTrainer, layout: PackingLayout) -> dict:
+    """PartText's item-aligned groups: how many a user touches on average, of how many."""
+    width = trainer.config.row_length
+    positions, n_cells = aligned_positions(trainer.n_items * width, width, layout.slots)
+    group_of_item = positions[::width] // layout.slots
+    items = trainer.split.train.items
+    touched = [np.unique(group_of_item[items[trainer.user_rows[u]]]).size for u in trainer.participants()]
+    rated = [trainer.user_rows[u].size / trainer.n_items for u in trainer.participants()]
+    return {"groups": n_cells, "items_per_group": layout.slots // width,
+            "mean_groups_per_user": float(np.mean(touched)),
+            "mean_group_fraction": float(np.mean(touched)) / n_cells,
+            "mean_rated_fraction": float(np.mean(rated))}
+
+
 def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dict:
     split = load_split("ml-100k", "u1", seed=seed)
     users = None if n_users is None else np.arange(n_users)
@@ -110,6 +125,8 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
     print("paillier_packed, PartText, 1 round", flush=True)
     with packed(workers) as backend:
         part, part_wall = train(split, backend, "part", 1, seed, users)
+        layout = choose_layout(clip=backend.clip, precision_bits=backend.precision_bits,
+                               max_summands=len(part.participants()), key_bits=backend.key.public_key.bits)
     enc = np.array([h.test_rmse for h in full.history])
     ref = np.array([h.test_rmse for h in plain.history])
     per_round = float(np.mean([h.seconds for h in full.history]))
@@ -136,6 +153,7 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
         "part_vs_full_bytes_up": costs["part"]["bytes_up_per_client"] / costs["full"]["bytes_up_per_client"],
         "part_vs_full_client_seconds": costs["part"]["client_seconds"] / costs["full"]["client_seconds"],
         "cost_round_1": costs,
+        "part_groups": groups_touched(part, layout),
         "part_wall_seconds": part_wall,
         "client_seconds_per_round": float(np.mean([h.client_seconds for h in full.history])),
         "shared_client_seconds_per_round": float(np.mean([h.shared_client_seconds for h in full.history])),
