@@ -80,8 +80,11 @@ def train(split, backend, mode: str, rounds: int, seed: int, users) -> tuple[Fed
     return trainer, time.perf_counter() - t0
 
 
-def packed(workers: int):
-    return make_backend("paillier_packed", out_of_range="clip", workers=workers)
+def packed(workers: int, djn_bits: int | None):
+    """2048-bit packed Paillier; ``djn_bits``: DJN short-exponent obfuscators of that length
+    (an extra assumption, see secagg.paillier.obfuscation) instead of the exact CRT ones."""
+    djn = {} if djn_bits is None else {"obfuscation": "djn", "djn_exponent_bits": djn_bits}
+    return make_backend("paillier_packed", out_of_range="clip", workers=workers, **djn)
 
 
 def mode_cost(trainer: FedMFTrainer) -> dict:
@@ -112,7 +115,7 @@ def groups_touched(trainer: FedMFTrainer, layout: PackingLayout) -> dict:
             "mean_rated_fraction": float(np.mean(rated))}
 
 
-def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dict:
+def run(rounds: int, workers: int, seed: int, n_users: int | None = None, djn_bits: int | None = None) -> dict:
     split = load_split("ml-100k", "u1", seed=seed)
     users = None if n_users is None else np.arange(n_users)
     warm_numba_kernels()
@@ -120,10 +123,10 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
     print(f"plain, {rounds} rounds", flush=True)
     plain, _ = train(split, make_backend("plain"), "full", rounds, seed, users)
     print(f"paillier_packed (workers={workers}), FullText, {rounds} rounds", flush=True)
-    with packed(workers) as backend:
+    with packed(workers, djn_bits) as backend:
         full, wall = train(split, backend, "full", rounds, seed, users)
     print("paillier_packed, PartText, 1 round", flush=True)
-    with packed(workers) as backend:
+    with packed(workers, djn_bits) as backend:
         part, part_wall = train(split, backend, "part", 1, seed, users)
         layout = choose_layout(clip=backend.clip, precision_bits=backend.precision_bits,
                                max_summands=len(part.participants()), key_bits=backend.key.public_key.bits)
@@ -136,6 +139,7 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None) -> dic
         "rounds": rounds,
         "users": len(full.participants()),
         "workers": workers,
+        "obfuscation": "crt" if djn_bits is None else f"djn, {djn_bits}-bit exponent",
         "wall_seconds": wall,
         "setup_seconds": full.setup_seconds,
         "seconds_per_round": per_round,
@@ -181,10 +185,12 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes for client encryption")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, help="first N users only (smoke runs; default all 943)")
+    parser.add_argument("--djn-exponent-bits", type=int, metavar="BITS",
+                        help="DJN short-exponent obfuscation (extra assumption) instead of exact CRT")
     parser.add_argument("--json", type=Path, metavar="PATH")
     args = parser.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
-    out = run(rounds, args.workers, args.seed, args.users)
+    out = run(rounds, args.workers, args.seed, args.users, args.djn_exponent_bits)
     keys = ("rounds", "wall_seconds", "seconds_per_round", "test_rmse", "plain_test_rmse",
             "max_round_rmse_difference", "part_bytes_up_per_client", "full_bytes_up_per_client",
             "part_client_seconds", "full_client_seconds", "part_vs_full_bytes_up",

@@ -150,3 +150,17 @@ def test_fedmf_with_parallel_clients_is_bit_identical_to_sequential(key):
     for rmse, V, U in runs[1:]:
         assert rmse == runs[0][0]
         assert np.array_equal(V, runs[0][1]) and np.array_equal(U, runs[0][2])
+
+
+def test_short_djn_exponent_is_exact_and_its_floor_enforced(key):
+    from secagg.errors import InsecureParameterError, InvalidInputError
+
+    ups, _ = _round_inputs(seed=3)
+    with _packed(key, obfuscation="djn", djn_exponent_bits=160, workers=2) as backend:
+        result = backend.aggregate(ups)
+    assert np.array_equal(result.aggregate, sum(ups.values()))
+    assert "short-exponent" in result.info["obfuscation_assumption"]
+    with pytest.raises(InsecureParameterError, match=">= 160"):
+        _packed(key, obfuscation="djn", djn_exponent_bits=159)
+    with pytest.raises(InvalidInputError, match="obfuscation='djn' only"):
+        _packed(key, djn_exponent_bits=160)

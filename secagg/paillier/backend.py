@@ -68,10 +68,10 @@ from ..backend import (
     check_workers,
     register_backend,
 )
-from ..errors import HeadroomExceededError, InvalidInputError, ProtocolError
+from ..errors import HeadroomExceededError, InsecureParameterError, InvalidInputError, ProtocolError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
-from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
+from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator, min_djn_exponent_bits
 from .packing import PackingLayout, aligned_positions, choose_layout
 from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
@@ -97,6 +97,10 @@ class PaillierBackend(AggregationBackend):
     obfuscation:
         ``"crt"`` (clients hold the private key: exact, fastest) or ``"djn"``
         (public-key short-exponent path; extra assumption, see :mod:`.obfuscation`).
+    djn_exponent_bits:
+        ``"djn"`` only: the short exponent's length (default ceil(|n| / 2), as DJN; at
+        least twice the key's security level, e.g. 224 for 2048 bits, about 4.6x
+        faster than ``"crt"`` here; the shorter, the more the assumption carries).
     workers:
         Processes (1: in-process). Whole client uploads run in parallel worker
         processes (each client's seconds are measured where it ran), and the
@@ -121,6 +125,7 @@ class PaillierBackend(AggregationBackend):
         out_of_range: str = "raise",
         precision_bits: int = 32,
         obfuscation: str = "crt",
+        djn_exponent_bits: int | None = None,
         workers: int = 1,
         decrypt: str = "once",
         min_inputs: int = 2,
@@ -138,6 +143,15 @@ class PaillierBackend(AggregationBackend):
             check_key_bits(key_bits, allow_insecure_small_key)
         if obfuscation not in OBFUSCATIONS:
             raise InvalidInputError(f"obfuscation must be one of {OBFUSCATIONS}, got {obfuscation!r}")
+        if djn_exponent_bits is not None:
+            if obfuscation != "djn":
+                raise InvalidInputError("djn_exponent_bits applies to obfuscation='djn' only")
+            least = min_djn_exponent_bits(key.public_key.bits if key is not None else key_bits)
+            if isinstance(djn_exponent_bits, bool) or not isinstance(djn_exponent_bits, int) \
+                    or djn_exponent_bits < least:
+                raise InsecureParameterError(
+                    f"djn_exponent_bits must be an integer >= {least} for this key size, got {djn_exponent_bits!r}")
+        self.djn_exponent_bits = djn_exponent_bits
         if decrypt not in DECRYPT:
             raise InvalidInputError(f"decrypt must be one of {DECRYPT}, got {decrypt!r}")
         self.decrypt = decrypt
@@ -166,7 +180,7 @@ class PaillierBackend(AggregationBackend):
         if self.obfuscation == "crt":
             self._obfuscator = CRTObfuscator(self.key)
         else:
-            self._obfuscator = DJNObfuscator(self.key.public_key)
+            self._obfuscator = DJNObfuscator(self.key.public_key, exponent_bits=self.djn_exponent_bits)
         return time.perf_counter() - t0
 
     # -- one round's plan: everything the clients and the server agree on beforehand --
@@ -335,6 +349,7 @@ class PackedPaillierBackend(PaillierBackend):
         precision_bits: int = 16,
         max_summands: int | None = None,
         obfuscation: str = "crt",
+        djn_exponent_bits: int | None = None,
         workers: int = 1,
         decrypt: str = "once",
         min_inputs: int = 2,
@@ -342,7 +357,8 @@ class PackedPaillierBackend(PaillierBackend):
     ) -> None:
         super().__init__(key=key, key_bits=key_bits, allow_insecure_small_key=allow_insecure_small_key,
                          clip=clip, out_of_range=out_of_range, precision_bits=precision_bits,
-                         obfuscation=obfuscation, workers=workers, decrypt=decrypt,
+                         obfuscation=obfuscation, djn_exponent_bits=djn_exponent_bits,
+                         workers=workers, decrypt=decrypt,
                          min_inputs=min_inputs, record_view=record_view)
         if max_summands is not None and (
             isinstance(max_summands, bool) or not isinstance(max_summands, int) or max_summands < 1
