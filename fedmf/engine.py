@@ -101,7 +101,14 @@ class RoundTrainer(abc.ABC):
 
 @dataclass
 class RoundRecord:
-    """Measured figures of one round; client figures are means over the included clients."""
+    """Measured figures of one round; client figures are means over the included clients.
+
+    ``client_seconds`` is what a device pays: its local update plus its protocol work,
+    including ``shared_client_seconds``, its share of the work every client runs on
+    identical inputs (decrypting the shared aggregate), which the simulation computes
+    once per round and charges to each client at its measured cost
+    (:attr:`secagg.RoundCost.shared_client_seconds`).
+    """
 
     round: int
     metrics: dict[str, float]
@@ -111,6 +118,7 @@ class RoundRecord:
     server_seconds: float
     bytes_up_per_client: float
     bytes_down_per_client: float
+    shared_client_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         """One flat JSON object: round, the metrics, then the cost."""
@@ -197,6 +205,9 @@ class Engine:
             server_seconds=cost.server_seconds + server_step_seconds,
             bytes_up_per_client=cost.mean_bytes_up(),
             bytes_down_per_client=cost.mean_bytes_down(),
+            shared_client_seconds=float(np.mean(
+                [cost.shared_client_seconds.get(u, 0.0) for u in result.included]
+            )),
         )
         self.history.append(record)
         return record
@@ -226,6 +237,7 @@ class Engine:
             "participation": self.participation,
             "seconds_per_round": mean("seconds"),
             "client_seconds_per_round": mean("client_seconds"),
+            "shared_client_seconds_per_round": mean("shared_client_seconds"),
             "server_seconds_per_round": mean("server_seconds"),
             "bytes_up_per_client": mean("bytes_up_per_client"),
             "bytes_down_per_client": mean("bytes_down_per_client"),

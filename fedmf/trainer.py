@@ -57,6 +57,8 @@ class RoundLog:
     server_seconds: float
     bytes_up_per_client: float
     bytes_down_per_client: float
+    #: part of client_seconds computed once per round for all clients (decrypting the aggregate)
+    shared_client_seconds: float = 0.0
 
     def line(self) -> str:
         return (
@@ -91,6 +93,7 @@ class TrainResult:
             "test_mae": h[-1].test_mae if h else None,
             "seconds_per_round": mean("seconds"),
             "client_seconds_per_round": mean("client_seconds"),
+            "shared_client_seconds_per_round": mean("shared_client_seconds"),
             "server_seconds_per_round": mean("server_seconds"),
             "bytes_up_per_client": mean("bytes_up_per_client"),
             "bytes_down_per_client": mean("bytes_down_per_client"),
@@ -243,6 +246,7 @@ class FedMFTrainer(RoundTrainer):
             server_seconds=rec.server_seconds,
             bytes_up_per_client=rec.bytes_up_per_client,
             bytes_down_per_client=rec.bytes_down_per_client,
+            shared_client_seconds=rec.shared_client_seconds,
         )
         self.history.append(log)
         return log

@@ -102,6 +102,10 @@ class RoundCost:
     parallel in a deployment, so the round's client cost is the maximum or mean of it.
     ``setup_seconds`` is one-off work outside the round (key generation, filling an
     obfuscator pool), reported separately, never hidden in the per-round numbers.
+    ``shared_client_seconds[cid]`` is the part of ``client_seconds[cid]`` that every client
+    computes on identical inputs (Paillier: decrypting the shared aggregate): the
+    simulation runs it once per round and charges each client its measured
+    single-device cost, so ``client_seconds`` stays what a real device pays.
     """
 
     client_seconds: dict[int, float] = field(default_factory=dict)
@@ -109,6 +113,7 @@ class RoundCost:
     bytes_up: dict[int, int] = field(default_factory=dict)
     bytes_down: dict[int, int] = field(default_factory=dict)
     setup_seconds: float = 0.0
+    shared_client_seconds: dict[int, float] = field(default_factory=dict)
 
     def mean_client_seconds(self) -> float:
         return float(np.mean(list(self.client_seconds.values()))) if self.client_seconds else 0.0

@@ -81,3 +81,11 @@ def test_bench_secagg_vs_flower_quick(tmp_path):
     result = _bench(tmp_path, "secagg_vs_flower.py")
     assert result["exact"], "our unmasked sum is exact at every point"
     assert result["rows"]
+
+
+def test_bench_fedmf_fullscale_quick_on_a_cohort(ml100k_root, tmp_path):
+    result = _bench(tmp_path, "fedmf_fullscale.py", "--users", "40")
+    assert result["rounds"] == 2 and result["users"] == 40
+    assert result["max_round_rmse_difference"] < 0.002
+    assert result["part_bytes_up_per_client"] < result["full_bytes_up_per_client"]
+    assert "estimated_wall_seconds_60_rounds" in result

@@ -10,8 +10,15 @@ holds only the public key. Each round, in this in-process simulation:
    membership of every ciphertext in Z*_{n^2} is checked once on the aggregate (a
    factor of n in any upload survives into the product);
 3. the aggregate ciphertext goes back down and the clients decrypt it. Every client
-   would do the same decryption, so it runs once and its time is charged to every
-   included client's ``client_seconds`` (and its size to ``bytes_down``).
+   would run the same decryption on the same ciphertexts, so the simulation runs it
+   once per round (split across ``workers`` processes) and charges each included
+   client its measured single-device cost (the workers' summed seconds, not the
+   shorter wall time): ``cost.shared_client_seconds[cid]``, included in
+   ``cost.client_seconds[cid]``; the download's size goes to ``bytes_down``.
+   ``decrypt="per_client"`` instead has every client decrypt its download itself
+   (sequentially, as a device would; slow) and checks that every client's result is
+   bit-identical to the once-decrypted aggregate (:class:`ProtocolError` otherwise):
+   the check that decrypting once loses nothing, and a measurement of the real cost.
 
 The server learns nothing in clear: ``view.per_client`` stays empty and
 ``view.aggregate`` is None. ``bytes_up`` is the real serialized upload (the key is named
@@ -34,10 +41,16 @@ count encrypted, checked at decryption (:mod:`.packing`).
 
 Both aggregate sparse (PartText) rounds sparsely: a client encrypts and uploads only
 the cells its support blocks touch (entries; for the packed backend the ciphertexts
-whose slots meet the support) with their 4-byte indices, and the server multiplies
-ciphertexts cell by cell, counting per cell what it added. The download holds the
-touched cells only. Process pools (``workers`` > 1) are released by
-:meth:`PaillierBackend.close`.
+holding its blocks, laid out *item-aligned* by :func:`.packing.aligned_positions`: each
+block in whole ciphertexts, blocks grouped by index) with their 4-byte indices, and the
+server multiplies ciphertexts cell by cell, counting per cell what it added. Each
+client downloads and decrypts the aggregate of its own cells only (all a FedMF
+PartText client needs for its next update); the simulation decrypts every touched cell
+once and charges each client the measured seconds per cell times its cell count.
+What the server learns in a sparse round: which cells each client uploads and
+downloads, i.e. its support rounded up to whole groups (packed: the groups holding a
+rated item; unpacked: the support itself); never a value. Process pools
+(``workers`` > 1) are released by :meth:`PaillierBackend.close`.
 """
 
 from __future__ import annotations
@@ -55,16 +68,17 @@ from ..backend import (
     check_workers,
     register_backend,
 )
-from ..errors import HeadroomExceededError, InvalidInputError
+from ..errors import HeadroomExceededError, InsecureParameterError, InvalidInputError, ProtocolError
 from .codec import FixedPointCodec
 from .keys import DEFAULT_KEY_BITS, PrivateKey, check_key_bits, generate_keypair
-from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
-from .packing import PackingLayout, choose_layout
+from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator, min_djn_exponent_bits
+from .packing import PackingLayout, aligned_positions, choose_layout
 from .parallel import close_executors, map_with_key
 from .serialization import check_group_membership, vector_from_bytes
-from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers
+from .vector import EncryptedVector, PackedEncryptedVector, decrypt_integers_timed
 
 OBFUSCATIONS = ("crt", "djn")
+DECRYPT = ("once", "per_client")
 
 
 class PaillierBackend(AggregationBackend):
@@ -83,10 +97,18 @@ class PaillierBackend(AggregationBackend):
     obfuscation:
         ``"crt"`` (clients hold the private key: exact, fastest) or ``"djn"``
         (public-key short-exponent path; extra assumption, see :mod:`.obfuscation`).
+    djn_exponent_bits:
+        ``"djn"`` only: the short exponent's length (default ceil(|n| / 2), as DJN; at
+        least twice the key's security level, e.g. 224 for 2048 bits, about 4.6x
+        faster than ``"crt"`` here; the shorter, the more the assumption carries).
     workers:
         Processes (1: in-process). Whole client uploads run in parallel worker
         processes (each client's seconds are measured where it ran), and the
         aggregate's decryption is split across them.
+    decrypt:
+        ``"once"`` (default): the shared aggregate is decrypted once per round and its
+        measured cost charged to every client; ``"per_client"``: every client decrypts
+        its download itself and the results are checked bit-identical (module docstring).
     """
 
     name = "paillier"
@@ -103,7 +125,9 @@ class PaillierBackend(AggregationBackend):
         out_of_range: str = "raise",
         precision_bits: int = 32,
         obfuscation: str = "crt",
+        djn_exponent_bits: int | None = None,
         workers: int = 1,
+        decrypt: str = "once",
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
@@ -119,6 +143,18 @@ class PaillierBackend(AggregationBackend):
             check_key_bits(key_bits, allow_insecure_small_key)
         if obfuscation not in OBFUSCATIONS:
             raise InvalidInputError(f"obfuscation must be one of {OBFUSCATIONS}, got {obfuscation!r}")
+        if djn_exponent_bits is not None:
+            if obfuscation != "djn":
+                raise InvalidInputError("djn_exponent_bits applies to obfuscation='djn' only")
+            least = min_djn_exponent_bits(key.public_key.bits if key is not None else key_bits)
+            if isinstance(djn_exponent_bits, bool) or not isinstance(djn_exponent_bits, int) \
+                    or djn_exponent_bits < least:
+                raise InsecureParameterError(
+                    f"djn_exponent_bits must be an integer >= {least} for this key size, got {djn_exponent_bits!r}")
+        self.djn_exponent_bits = djn_exponent_bits
+        if decrypt not in DECRYPT:
+            raise InvalidInputError(f"decrypt must be one of {DECRYPT}, got {decrypt!r}")
+        self.decrypt = decrypt
         if isinstance(precision_bits, bool) or not isinstance(precision_bits, int) or precision_bits < 2:
             raise InvalidInputError(f"precision_bits must be an integer >= 2, got {precision_bits!r}")
         self.key, self.key_bits, self.allow_insecure_small_key = key, key_bits, allow_insecure_small_key
@@ -144,12 +180,12 @@ class PaillierBackend(AggregationBackend):
         if self.obfuscation == "crt":
             self._obfuscator = CRTObfuscator(self.key)
         else:
-            self._obfuscator = DJNObfuscator(self.key.public_key)
+            self._obfuscator = DJNObfuscator(self.key.public_key, exponent_bits=self.djn_exponent_bits)
         return time.perf_counter() - t0
 
     # -- one round's plan: everything the clients and the server agree on beforehand --
 
-    def _plan(self, clients: list[int], weights: dict[int, float]) -> dict:
+    def _plan(self, clients: list[int], weights: dict[int, float], length: int, block_size: int) -> dict:
         """The round's public parameters (here the codec exponent), fixed before any upload."""
         return {"exponent": FixedPointCodec.from_bits(self.precision_bits).exponent}
 
@@ -196,11 +232,14 @@ class PaillierBackend(AggregationBackend):
     def _download(self, plan: dict, pk, ciphertexts: list, bound: int):
         return EncryptedVector(pk, ciphertexts, plan["exponent"], bound)
 
-    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int) -> np.ndarray:
-        """The full-length aggregate from the decrypted cells (untouched entries are 0)."""
+    def _decode(self, plan: dict, sk, down, cells: np.ndarray, length: int,
+                workers: int) -> tuple[np.ndarray, float]:
+        """The full-length aggregate from the decrypted cells (untouched entries are 0), and
+        the single-device seconds of the decryption."""
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=workers)
         out = np.zeros(length)
-        out[cells] = down.decrypt(sk, workers=self.workers)
-        return out
+        out[cells] = down.decode_plaintexts(plain)
+        return out, seconds
 
     def _run_round(self, vectors, weights, dropped):
         return self._round(vectors, weights, dropped, None, 1)
@@ -216,7 +255,7 @@ class PaillierBackend(AggregationBackend):
         n2 = pk.nsquare
         included = [c for c in vectors if c not in set(dropped)]
         length = next(iter(vectors.values())).shape[0]
-        plan = self._plan(list(vectors), weights)
+        plan = self._plan(list(vectors), weights, length, block_size)
         info = self._info(plan)
         info.update(key_bits=pk.bits, obfuscation=self._obfuscator.name,
                     obfuscation_assumption=self._obfuscator.assumption)
@@ -247,13 +286,20 @@ class PaillierBackend(AggregationBackend):
         cts = [acc[c] for c in touched.tolist()]
         check_group_membership(pk, cts)  # covers every upload (see its docstring)
         down = self._download(plan, pk, cts, bound).to_bytes(include_key=False)
-        t1 = time.perf_counter()
-        cost.server_seconds += t1 - t0
-        aggregate = self._decode(plan, sk, vector_from_bytes(down, pk), touched, length)
-        decrypt_seconds = time.perf_counter() - t1
+        cost.server_seconds += time.perf_counter() - t0
+        # decrypted once for everyone; each client pays for the cells it downloads
+        down_vector = vector_from_bytes(down, pk)
+        aggregate, decrypt_seconds = self._decode(plan, sk, down_vector, touched, length, self.workers)
+        per_cell = decrypt_seconds / max(len(cts), 1)
+        header = len(down) - pk.ciphertext_bytes * len(cts)
         for cid in included:
-            cost.client_seconds[cid] += decrypt_seconds
-            cost.bytes_down[cid] = len(down) + index_bytes * len(touched)
+            if self.decrypt == "per_client":
+                cost.client_seconds[cid] += self._decrypt_as_client(
+                    plan, sk, down_vector, touched, cells[cid], length, aggregate, cid)
+            else:
+                cost.shared_client_seconds[cid] = per_cell * len(cells[cid])
+                cost.client_seconds[cid] += cost.shared_client_seconds[cid]
+            cost.bytes_down[cid] = header + pk.ciphertext_bytes * len(cells[cid])
         info.update(ciphertexts_per_client=len(cts), decrypt_seconds=decrypt_seconds)
         return RoundResult(
             aggregate=aggregate,
@@ -263,6 +309,21 @@ class PaillierBackend(AggregationBackend):
             cost=cost,
             info=info,
         )
+
+    def _decrypt_as_client(self, plan, sk, down, touched, mine, length, aggregate, cid) -> float:
+        """Client ``cid`` decrypts its own cells of the download in one process; its result
+        must be bit-identical to ``aggregate`` on them. Returns its seconds."""
+        rows = np.searchsorted(touched, mine)
+        own = self._download(plan, down.public_key, [down.ciphertexts[r] for r in rows.tolist()], _down_bound(down))
+        mine_out, seconds = self._decode(plan, sk, own, mine, length, 1)
+        held = self._entries(plan, length, mine)
+        if not np.array_equal(mine_out[held], aggregate[held]):
+            raise ProtocolError(f"client {cid} decrypted a different aggregate than the shared decryption")
+        return seconds
+
+    def _entries(self, plan, length, cells) -> np.ndarray:
+        """The vector entries held by ``cells`` (unpacked: the cells are entries)."""
+        return cells
 
     def _check_headroom(self, plan: dict, most: int) -> None:
         """Unpacked: the vouched bounds are checked when the download is built."""
@@ -288,28 +349,32 @@ class PackedPaillierBackend(PaillierBackend):
         precision_bits: int = 16,
         max_summands: int | None = None,
         obfuscation: str = "crt",
+        djn_exponent_bits: int | None = None,
         workers: int = 1,
+        decrypt: str = "once",
         min_inputs: int = 2,
         record_view: bool = False,
     ) -> None:
         super().__init__(key=key, key_bits=key_bits, allow_insecure_small_key=allow_insecure_small_key,
                          clip=clip, out_of_range=out_of_range, precision_bits=precision_bits,
-                         obfuscation=obfuscation, workers=workers, min_inputs=min_inputs,
-                         record_view=record_view)
+                         obfuscation=obfuscation, djn_exponent_bits=djn_exponent_bits,
+                         workers=workers, decrypt=decrypt,
+                         min_inputs=min_inputs, record_view=record_view)
         if max_summands is not None and (
             isinstance(max_summands, bool) or not isinstance(max_summands, int) or max_summands < 1
         ):
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {max_summands!r}")
         self.max_summands = max_summands
 
-    def _plan(self, clients, weights) -> dict:
+    def _plan(self, clients, weights, length, block_size) -> dict:
         needed = sum(_summands(weights[c]) for c in clients)
         k = self.max_summands if self.max_summands is not None else needed
         layout = choose_layout(
             clip=self.clip, precision_bits=self.precision_bits, max_summands=k,
             key_bits=self.key.public_key.bits,
         )
-        return {"layout": layout, "summands_declared": needed}
+        positions, n_cells = aligned_positions(length, block_size, layout.slots)
+        return {"layout": layout, "summands_declared": needed, "positions": positions, "cells": n_cells}
 
     def _info(self, plan) -> dict:
         return {"layout": plan["layout"].describe(), "summands_declared": plan["summands_declared"]}
@@ -327,17 +392,22 @@ class PackedPaillierBackend(PaillierBackend):
         return {"summands": _summands(weight)}
 
     def _cells(self, plan, length, blocks, block_size) -> np.ndarray:
-        """Ciphertext indices: all, or those whose ``layout.slots`` entries meet the support."""
-        slots = plan["layout"].slots
+        """Ciphertext indices: all, or those holding the support's blocks (item-aligned)."""
         if blocks is None:
-            return np.arange(plan["layout"].ciphertexts_for(length))
-        return np.unique(super()._cells(plan, length, blocks, block_size) // slots)
+            return np.arange(plan["cells"])
+        entries = super()._cells(plan, length, blocks, block_size)
+        return np.unique(plan["positions"][entries] // plan["layout"].slots)
 
     def _compact(self, plan, x, cells) -> np.ndarray:
+        """The slots of ``cells`` in the item-aligned layout (padding slots hold 0)."""
         slots = plan["layout"].slots
-        padded = np.zeros(plan["layout"].ciphertexts_for(x.size) * slots)
-        padded[:x.size] = x
+        padded = np.zeros(plan["cells"] * slots)
+        padded[plan["positions"]] = x
         return padded.reshape(-1, slots)[cells].ravel()
+
+    def _entries(self, plan, length, cells) -> np.ndarray:
+        held = np.isin(plan["positions"] // plan["layout"].slots, cells)
+        return np.flatnonzero(held)
 
     def _check_headroom(self, plan, most) -> None:
         k = plan["layout"].max_summands
@@ -351,22 +421,27 @@ class PackedPaillierBackend(PaillierBackend):
         lay = plan["layout"]
         return PackedEncryptedVector(pk, ciphertexts, lay, len(ciphertexts) * lay.slots, lay.max_summands)
 
-    def _decode(self, plan, sk, down, cells, length) -> np.ndarray:
+    def _decode(self, plan, sk, down, cells, length, workers) -> tuple[np.ndarray, float]:
         """Each ciphertext decoded with its own encrypted summand count (cells differ in
         how many clients touched them in a sparse round)."""
         lay = plan["layout"]
-        plain = decrypt_integers(sk, down.ciphertexts, workers=self.workers)
+        plain, seconds = decrypt_integers_timed(sk, down.ciphertexts, workers=workers)
         slot_values, counts = lay.unpack_counted(plain)
         rows = slot_values.reshape(len(cells), lay.slots)
-        out = np.zeros(lay.ciphertexts_for(length) * lay.slots)
+        out = np.zeros(plan["cells"] * lay.slots)
         for row, cell, count in zip(rows, cells.tolist(), counts):
             sums = lay.slot_sums(row, lay.slots, lay.check_counts(np.array([count])))
             out[cell * lay.slots:(cell + 1) * lay.slots] = lay.dequantize(sums)
-        return out[:length]
+        return out[plan["positions"]], seconds
 
     @staticmethod
     def _upload(key, obfuscator, job) -> tuple[bytes, float]:
         return _upload_packed(key, obfuscator, job)
+
+
+def _down_bound(down) -> int:
+    """The public counter a download carries (unpacked: its bound; packed: its summands)."""
+    return down.bound if isinstance(down, EncryptedVector) else down.summands
 
 
 def _summands(weight: float) -> int:

@@ -184,6 +184,35 @@ def choose_layout(
     return PackingLayout(float(clip), int(precision_bits), int(max_summands), int(key_bits))
 
 
+def aligned_positions(length: int, block_size: int, slots: int) -> tuple[np.ndarray, int]:
+    """Item-aligned packing: the slot position of each of ``length`` entries, and the cell count.
+
+    The vector is ``length / block_size`` blocks (FedMF: one item's row). Each block sits
+    in whole ciphertexts ("cells") of ``slots`` slots, never across a cell boundary:
+
+    * block_size <= slots: k = slots // block_size blocks per cell, grouped by index
+      (cell g holds blocks g k .. g k + k - 1, a public grouping), block j at slots
+      (j mod k) b .. (j mod k) b + b - 1 of cell j // k; the last slots % b stay 0;
+    * block_size > slots: block j alone fills cells j m .. j m + m - 1, m = ceil(b / slots).
+
+    block_size = 1 (or any divisor of ``slots``) gives the plain consecutive layout.
+    A client whose support is a set of blocks then uploads only the cells holding them.
+    """
+    if block_size < 1 or length % block_size:
+        raise InvalidInputError(f"block_size must be a positive divisor of {length}, got {block_size}")
+    entry = np.arange(length, dtype=np.int64)
+    block, offset = entry // block_size, entry % block_size
+    if block_size <= slots:
+        per_cell = slots // block_size
+        positions = (block // per_cell) * slots + (block % per_cell) * block_size + offset
+        cells = -(-(length // block_size) // per_cell)
+    else:
+        span = -(-block_size // slots)
+        positions = block * span * slots + offset
+        cells = (length // block_size) * span
+    return positions, int(cells)
+
+
 @numba.njit(cache=True)
 def _pack(slots, k, w, n_limbs):
     n_ct = slots.size // k

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 
@@ -24,7 +25,7 @@ from .obfuscation import CRTObfuscator, DJNObfuscator, Obfuscator
 from .scheme import encrypt_many
 
 __all__ = ["check_workers", "close_executors", "draw_obfuscators", "map_with_key",
-           "parallel_decrypt", "parallel_encrypt"]
+           "parallel_decrypt", "parallel_decrypt_timed", "parallel_encrypt"]
 
 #: most process pools kept alive at once (each holds ``workers`` processes)
 MAX_EXECUTORS = 2
@@ -96,11 +97,14 @@ def _task_draw(count: int) -> list[int]:
     return [int(r) for r in _STATE["obf"].draw(count)]
 
 
-def _task_decrypt(cs: list[int]) -> list[int]:
+def _task_decrypt(cs: list[int]) -> tuple[list[int], float]:
+    """Decrypt one chunk; also return the seconds it took in this process."""
     from .scheme import decrypt
 
+    t0 = time.perf_counter()
     sk = _STATE["sk"]
-    return [int(decrypt(sk, mpz(c))) for c in cs]
+    out = [int(decrypt(sk, mpz(c))) for c in cs]
+    return out, time.perf_counter() - t0
 
 
 def _task_call(args):
@@ -151,13 +155,21 @@ def draw_obfuscators(source: Obfuscator, count: int, workers: int) -> list[mpz]:
 
 
 def parallel_decrypt(sk: PrivateKey, ciphertexts: list[mpz], workers: int) -> list[mpz]:
+    return parallel_decrypt_timed(sk, ciphertexts, workers)[0]
+
+
+def parallel_decrypt_timed(sk: PrivateKey, ciphertexts: list[mpz], workers: int) -> tuple[list[mpz], float]:
+    """Plaintexts, and the sum of the chunks' seconds in their workers: what one process
+    decrypting them all would have spent (the single-device cost, not the wall time)."""
     private = (int(sk.p), int(sk.q), sk.p_factors, sk.q_factors)
     head = (int(sk.public_key.n), sk.public_key.allow_insecure_small_key)
     ex = _executor(head, {"name": "decrypt"}, private, workers)
     out: list[mpz] = []
-    for part in ex.map(_task_decrypt, _chunks([int(c) for c in ciphertexts], workers)):
+    seconds = 0.0
+    for part, dt in ex.map(_task_decrypt, _chunks([int(c) for c in ciphertexts], workers)):
         out.extend(mpz(m) for m in part)
-    return out
+        seconds += dt
+    return out, seconds
 
 
 @atexit.register

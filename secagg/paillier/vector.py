@@ -19,6 +19,7 @@ or added itself. Nothing read from a message sets them (see :mod:`.serialization
 from __future__ import annotations
 
 import math
+import time
 
 import gmpy2
 import numpy as np
@@ -30,7 +31,7 @@ from .codec import BASE, FixedPointCodec
 from .keys import PrivateKey, PublicKey
 from .obfuscation import Obfuscator, default_obfuscator
 from .packing import PackingLayout
-from .parallel import check_workers, parallel_decrypt, parallel_encrypt
+from .parallel import check_workers, parallel_decrypt_timed, parallel_encrypt
 
 
 def _public(key: PublicKey | PrivateKey) -> PublicKey:
@@ -59,10 +60,20 @@ def encrypt_integers(
 
 
 def decrypt_integers(sk: PrivateKey, ciphertexts: list[mpz], *, workers: int | None = None) -> list[mpz]:
+    return decrypt_integers_timed(sk, ciphertexts, workers=workers)[0]
+
+
+def decrypt_integers_timed(
+    sk: PrivateKey, ciphertexts: list[mpz], *, workers: int | None = None
+) -> tuple[list[mpz], float]:
+    """Plaintexts and the seconds one process spends decrypting them (with ``workers`` > 1
+    the sum of the workers' chunk times, not the shorter wall time)."""
     w = check_workers(workers)
     if w > 1 and len(ciphertexts) >= 2 * w:
-        return parallel_decrypt(sk, ciphertexts, w)
-    return [scheme.decrypt(sk, c) for c in ciphertexts]
+        return parallel_decrypt_timed(sk, ciphertexts, w)
+    t0 = time.perf_counter()
+    out = [scheme.decrypt(sk, c) for c in ciphertexts]
+    return out, time.perf_counter() - t0
 
 
 def product_mod(pk: PublicKey, columns: list[list[mpz]]) -> list[mpz]:
@@ -162,9 +173,13 @@ class EncryptedVector(_Serializable):
 
     def decrypt(self, sk: PrivateKey, *, workers: int | None = None) -> np.ndarray:
         _check_private(sk, self.public_key)
+        return self.decode_plaintexts(decrypt_integers(sk, self.ciphertexts, workers=workers))
+
+    def decode_plaintexts(self, plaintexts: list) -> np.ndarray:
+        """Floats from this vector's decrypted plaintexts (signed by max_int, then the codec)."""
         n, max_int = self.public_key.n, self.public_key.max_int
         signed = []
-        for m in decrypt_integers(sk, self.ciphertexts, workers=workers):
+        for m in plaintexts:
             if m <= max_int:
                 signed.append(int(m))
             elif m >= n - max_int:
