@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -153,3 +154,22 @@ def test_fedmf_never_imports_attacks_at_module_level():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "attacks" or n.startswith("attacks.") for n in names), \
                 f"{path.relative_to(REPO)} imports attacks" + ("" if in_commands else " (outside the CLI)")
+
+
+@pytest.mark.parametrize("model", ["fcf", "pfedrec"])
+def test_item_set_attack_recovers_every_item_set_from_plain_uploads(model, tmp_path, capsys):
+    """fedmf attack --model M: the last round's plain uploads give each user's item set."""
+    out = tmp_path / "attack.json"
+    assert main(["attack", "--model", model, "--backend", "plain", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == model and report["dataset"] == "synthetic"
+    assert min(report["precision"], report["recall"]) >= 0.99
+    baseline = report["baseline"]["precision"] if model == "fcf" else report["baseline_precision"]
+    assert baseline < 0.5
+
+
+@pytest.mark.parametrize("args", [["--model", "fcf", "--users", "3"], ["--model", "pfedrec", "--clients", "4"],
+                                  ["--model", "personalfr", "--split", "u2"]])
+def test_item_set_attacks_refuse_options_of_other_models(args, capsys, no_work):
+    assert main(["attack", *args]) == 2
+    assert "applies to --model" in capsys.readouterr().err

@@ -56,22 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", default=None, choices=available_backends(),
                         help="second backend of the plot (default: plain, or secagg when --backend is plain)")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON report here")
-    parser.add_argument("--model", choices=("fedmf", "personalfr"), default="fedmf",
-                        help="personalfr: rated items (and ratings) from one decoder upload")
+    parser.add_argument("--model", choices=("fedmf", *ITEM_SET_ATTACKS), default="fedmf",
+                        help="fedmf: ratings from two rounds of item gradients; fcf / pfedrec / "
+                             "personalfr: each user's item set from the last round's upload")
     parser.add_argument("--clients", type=int_at_least(2), default=None,
                         help="personalfr: clients over a random user partition (default: one user each)")
 
 
-#: options of the FedMF attack only, refused with --model personalfr
+#: options of the FedMF attack only, refused with the other models
 FEDMF_ONLY = ("split", "users", "tol", "guard_victims", "guard_others", "plot", "compare", "mode", "order",
               "factors", "lr", "reg", "no_biases")
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.model == "personalfr":
+    if args.model != "fedmf":
         given = [d for d in FEDMF_ONLY if getattr(args, d) != args.parser.get_default(d)]
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} applies to --model fedmf only")
+    if args.model != "personalfr" and args.clients is not None:
+        raise ConfigError("--clients applies to --model personalfr only")
+    if args.model != "fedmf":
         return
     if args.clients is not None:
         raise ConfigError("--clients applies to --model personalfr only")
@@ -84,8 +88,8 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from attacks.evaluate import guard_demonstration
 
-    if args.model == "personalfr":
-        return _run_personalfr(args)
+    if args.model != "fedmf":
+        return _run_item_set_attack(args)
     config = model_config(args)
     build_backend(args.backend, args.backend_option)  # a bad -o option is refused before any training
     options = backend_options(args.backend_option)
@@ -150,20 +154,50 @@ def _json_default(value):
     return str(value)
 
 
-def _run_personalfr(args: argparse.Namespace) -> int:
-    """PersonalFR: attack every client's first decoder upload (attacks.personalfr_leakage)."""
+def _attack_fcf(args: argparse.Namespace, options: dict) -> dict:
+    from attacks.fcf_leakage import evaluate_backend
+    from ..data import load_implicit
+
+    split = load_implicit(args.dataset, "loo", seed=args.seed)
+    report = evaluate_backend(split, args.backend, round=args.rounds, seed=args.seed, backend_options=options)
+    return report | {"split": "loo"}
+
+
+def _attack_pfedrec(args: argparse.Namespace, options: dict) -> dict:
+    from attacks.pfedrec_leakage import attack_backend
+    from ..data import load_implicit
+    from ..pfedrec import PFedRecConfig
+
+    split = load_implicit(args.dataset, "loo", seed=0, ties="file")
+    report, _ = attack_backend(split, args.backend, config=PFedRecConfig(seed=args.seed),
+                               backend_options=options, rounds=args.rounds, seed=args.seed)
+    return report.as_dict() | {"split": "loo (ties by file order)"}
+
+
+def _attack_personalfr(args: argparse.Namespace, options: dict) -> dict:
     from attacks.personalfr_leakage import run_attack
     from ..personalfr import FedConfig
 
     split = load_split(args.dataset, "random", test_fraction=0.1, seed=args.seed)
+    report = run_attack(split, args.backend, config=FedConfig(batch_users=1 if args.clients is None else 5),
+                        clients=args.clients, rounds=args.rounds, seed=args.seed, backend_options=options)
+    return report.as_dict() | {"split": "random 90/10"}
+
+
+#: --model -> the attack that recovers each user's item set from one upload
+ITEM_SET_ATTACKS = {"fcf": _attack_fcf, "pfedrec": _attack_pfedrec, "personalfr": _attack_personalfr}
+
+
+def _run_item_set_attack(args: argparse.Namespace) -> int:
+    """Train ``--rounds`` rounds of the model over the backend and attack every upload of
+    the last one (the modules in :mod:`attacks`); precision and recall beside the baseline."""
+    build_backend(args.backend, args.backend_option)  # a bad -o option is refused before any training
     try:
-        report = run_attack(split, args.backend, config=FedConfig(batch_users=1 if args.clients is None else 5),
-                            clients=args.clients, rounds=args.rounds, seed=args.seed,
-                            backend_options=backend_options(args.backend_option)).as_dict()
+        report = ITEM_SET_ATTACKS[args.model](args, backend_options(args.backend_option))
     except (SecaggError, TypeError) as exc:
         raise ConfigError(f"backend {args.backend!r}: {exc}") from exc
-    report.update(dataset=args.dataset, split="random 90/10")
-    print(json.dumps(report, indent=2))
+    report.update(dataset=args.dataset, model=args.model, rounds=args.rounds)
+    print(json.dumps(report, indent=2, default=_json_default))
     if args.json:
-        write_json(args.json, report)
+        write_json(args.json, report, default=_json_default)
     return 0
