@@ -230,20 +230,27 @@ class Engine:
     def summary(self) -> dict[str, object]:
         """Mean per-round cost, setup seconds and the full history."""
         h = self.history
-        mean = lambda key: float(np.mean([getattr(r, key) for r in h])) if h else 0.0
         return {
             "backend": self.backend.name,
             "rounds": len(h),
             "participation": self.participation,
-            "seconds_per_round": mean("seconds"),
-            "client_seconds_per_round": mean("client_seconds"),
-            "shared_client_seconds_per_round": mean("shared_client_seconds"),
-            "server_seconds_per_round": mean("server_seconds"),
-            "bytes_up_per_client": mean("bytes_up_per_client"),
-            "bytes_down_per_client": mean("bytes_down_per_client"),
+            **cost_means(h),
             "setup_seconds": self.setup_seconds,
             "history": [r.as_dict() for r in h],
         }
+
+
+def cost_means(history) -> dict[str, float]:
+    """The per-round means of the cost fields every round log carries (0 with no rounds)."""
+    mean = lambda key: float(np.mean([getattr(r, key) for r in history])) if history else 0.0
+    return {
+        "seconds_per_round": mean("seconds"),
+        "client_seconds_per_round": mean("client_seconds"),
+        "shared_client_seconds_per_round": mean("shared_client_seconds"),
+        "server_seconds_per_round": mean("server_seconds"),
+        "bytes_up_per_client": mean("bytes_up_per_client"),
+        "bytes_down_per_client": mean("bytes_down_per_client"),
+    }
 
 
 def best_round(history: list[RoundRecord], key: str) -> RoundRecord:

@@ -37,7 +37,7 @@ import numpy as np
 from secagg import AggregationBackend, make_backend
 
 from .data import Split
-from .engine import ClientUpdates, Engine, RoundTrainer, UploadLayout
+from .engine import ClientUpdates, Engine, RoundTrainer, UploadLayout, cost_means
 from .errors import ConfigError
 from .metrics import mae, rmse
 from .model import ModelConfig, apply_item_update, init_items, init_users, local_update, predict
@@ -84,19 +84,13 @@ class TrainResult:
     def summary(self) -> dict[str, object]:
         """The JSON summary of ``fedmf train``."""
         h = self.history
-        mean = lambda key: float(np.mean([getattr(r, key) for r in h])) if h else 0.0
         return {
             "backend": self.backend,
             "mode": self.mode,
             "rounds": len(h),
             "test_rmse": h[-1].test_rmse if h else None,
             "test_mae": h[-1].test_mae if h else None,
-            "seconds_per_round": mean("seconds"),
-            "client_seconds_per_round": mean("client_seconds"),
-            "shared_client_seconds_per_round": mean("shared_client_seconds"),
-            "server_seconds_per_round": mean("server_seconds"),
-            "bytes_up_per_client": mean("bytes_up_per_client"),
-            "bytes_down_per_client": mean("bytes_down_per_client"),
+            **cost_means(h),
             "setup_seconds": self.setup_seconds,
             "model": asdict(self.config),
             "history": [asdict(r) for r in h],
