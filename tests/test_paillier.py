@@ -170,7 +170,8 @@ def test_ciphertext_not_in_group_rejected(keys):
 
 def _obfuscators(pk, sk):
     powmod_crt = CRTObfuscator(PrivateKey.from_phe(sk.to_phe(), allow_insecure_small_key=True))
-    return [CRTObfuscator(sk), powmod_crt, DJNObfuscator(pk), DJNObfuscator(pk, exponent_bits=224)]
+    return [CRTObfuscator(sk), powmod_crt, DJNObfuscator(pk), DJNObfuscator(pk, exponent_bits=224),
+            DJNObfuscator(pk, exponent_bits=224, private_key=sk)]
 
 
 def test_obfuscators_are_fresh_nth_residues(keys):
@@ -192,6 +193,33 @@ def test_crt_obfuscator_is_textbook_distributed_on_components(keys):
     # the quadratic character of R mod p is balanced (a proper-subgroup sampler would fail)
     squares = sum(gmpy2.legendre(r % sk.p, sk.p) == 1 for r in rs)
     assert 60 < squares < 140
+
+
+@settings(max_examples=25, deadline=None)
+@given(a=st.integers(min_value=0, max_value=(1 << 224) - 1))
+def test_djn_through_crt_is_the_same_number_as_the_public_path(keys, a):
+    """A key holder's CRT path computes exactly h_s^a mod n^2, the public path's R."""
+    pk, sk = keys
+    public, holder = _djn_pair(pk, sk)
+    expected = gmpy2.powmod(public.base, a, pk.nsquare)
+    assert public._tables[0].pow(a) == expected
+    assert sk.crt_combine_nsquare(holder._tables[0].pow(a), holder._tables[1].pow(a)) == expected
+
+
+_DJN_PAIRS: dict = {}
+
+
+def _djn_pair(pk, sk):
+    if id(sk) not in _DJN_PAIRS:
+        public = DJNObfuscator(pk, exponent_bits=224)
+        holder = DJNObfuscator(pk, exponent_bits=224, generator=int(public.generator), private_key=sk)
+        _DJN_PAIRS[id(sk)] = (public, holder)
+    return _DJN_PAIRS[id(sk)]
+
+
+def test_djn_refuses_a_private_key_of_another_key(keys, other_keys):
+    with pytest.raises(InvalidInputError, match="does not belong"):
+        DJNObfuscator(keys[0], exponent_bits=224, private_key=other_keys[1])
 
 
 def test_djn_short_exponent_guard(keys):

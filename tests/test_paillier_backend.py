@@ -125,6 +125,18 @@ def test_workers_give_the_same_aggregate(sk):
     assert np.all(np.abs(res.aggregate - sum(ups.values())) <= 3 * res.info["layout"]["step"])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_djn_obfuscation_through_the_key_holders_crt_path(sk, workers):
+    """obfuscation='djn' with the clients' private key: workers rebuild the CRT tables."""
+    ups = _updates(3, 300)
+    backend = make_backend("paillier_packed", key=sk, allow_insecure_small_key=True, workers=workers,
+                           obfuscation="djn", djn_exponent_bits=224)
+    res = backend.aggregate(ups)
+    assert res.info["obfuscation"] == "djn" and backend._obfuscator.private_key is sk
+    assert np.all(np.abs(res.aggregate - sum(ups.values())) <= 3 * res.info["layout"]["step"])
+    backend.close()
+
+
 def test_2048_bit_packed_round():
     backend = make_backend("paillier_packed", clip=1.0)
     ups = _updates(4, 2000, scale=0.8)

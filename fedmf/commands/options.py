@@ -12,9 +12,11 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 from secagg import available_backends, make_backend
+from secagg.backend import backend_options as accepted_options
 from secagg.errors import SecaggError
 
 from ..data import DATASETS, SPLITS
@@ -97,7 +99,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, dataset: str = "s
                         help="aggregation backend")
     parser.add_argument("-o", "--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         type=_backend_option,
-                        help="backend option, e.g. -o key_bits=2048 -o min_inputs=10 (repeatable)")
+                        help="backend option, e.g. -o key_bits=2048 -o min_inputs=10 (repeatable); "
+                             "backends with a workers option use all cores unless -o workers=N")
     parser.add_argument("--mode", choices=MODES, default="full",
                         help="full: FullText (hides the rated set); part: PartText (uploads only rated "
                              "rows and reveals them; cheaper only where the backend aggregates sparsely)")
@@ -131,11 +134,24 @@ def build_backend(name: str, pairs: list[tuple[str, object]], **fixed):
     or option is a :class:`ConfigError` raised before any training.
 
     Training uploads are clipped to the backend's range (``out_of_range="clip"``, counted
-    in ``info["clipped"]``) unless ``-o out_of_range=raise`` asks for an error instead."""
+    in ``info["clipped"]``) unless ``-o out_of_range=raise`` asks for an error instead. A
+    backend that can run its clients in processes uses every core this process may run
+    on unless ``-o workers=N`` says otherwise (results do not depend on it)."""
+    defaults: dict[str, object] = {"out_of_range": "clip"}
+    if name in available_backends() and "workers" in accepted_options(name):
+        defaults["workers"] = usable_cores()
     try:
-        return make_backend(name, **({"out_of_range": "clip"} | fixed | backend_options(pairs)))
+        return make_backend(name, **(defaults | fixed | backend_options(pairs)))
     except (SecaggError, TypeError) as exc:
         raise ConfigError(f"backend {name!r}: {exc}") from exc
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _backend_option(text: str) -> tuple[str, object]:

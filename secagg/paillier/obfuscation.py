@@ -31,6 +31,12 @@ Three sources, all drawing randomness from :mod:`secrets` (OS CSPRNG):
   80 bits, 2048 -> 112, 3072 -> 128, 7680 -> 192, 15360 -> 256; a key between two rows
   gets the lower row. Minimum exponent: 160, 224, 256, 384, 512 bits
   (:func:`min_djn_exponent_bits`).
+  A holder of the private key (FedMF's users share it) computes the *same* R = h_s^a
+  through CRT: tables of h_s mod p^2 and mod q^2, two short fixed-base powers with
+  2048-bit multiplications instead of one with 4096-bit ones, then Garner's
+  recombination. R is the same number, so its distribution and the assumption below
+  are unchanged; only the cost falls (about 3x at 2048 bits).
+
   **Security assumption (beyond DCR):** R = h_s^a with a short uniform exponent a is
   computationally indistinguishable from a uniform n-th residue (DJN's assumption, as
   used by e.g. the ``pypaillier`` package). It is *not* implied by DCR alone; use
@@ -190,8 +196,9 @@ class DJNObfuscator(Obfuscator):
     """Public-key fast path: R = h_s^a, short random a, fixed-base tables (see module doc).
 
     Security rests on DCR **plus** the DJN short-exponent assumption stated in the
-    module docstring. ``base`` (h_s) may be published by the key owner; by default a
-    fresh one is derived from a CSPRNG y.
+    module docstring. ``generator`` (h) may be published by the key owner; by default a
+    fresh one is derived from a CSPRNG y. With ``private_key`` (a holder of the key), R
+    is computed through CRT: the same value, faster.
     """
 
     name = "djn"
@@ -200,9 +207,17 @@ class DJNObfuscator(Obfuscator):
     )
 
     def __init__(
-        self, public_key: PublicKey, *, exponent_bits: int | None = None, generator: int | None = None
+        self,
+        public_key: PublicKey,
+        *,
+        exponent_bits: int | None = None,
+        generator: int | None = None,
+        private_key: PrivateKey | None = None,
     ) -> None:
         super().__init__(public_key)
+        if private_key is not None and private_key.public_key != public_key:
+            raise InvalidInputError("DJN private_key does not belong to public_key")
+        self.private_key = private_key
         pk = public_key
         least = min_djn_exponent_bits(pk.bits)
         bits = exponent_bits if exponent_bits is not None else max(-(-pk.bits // 2), least)
@@ -220,11 +235,19 @@ class DJNObfuscator(Obfuscator):
             self.generator = check_djn_generator(pk, generator)
         #: h_s = h^n mod n^2, an n-th residue by construction
         self.base = gmpy2.powmod(self.generator, pk.n, pk.nsquare)
-        self._table = FixedBaseTable(self.base, pk.nsquare, bits)
+        if private_key is None:
+            self._tables = (FixedBaseTable(self.base, pk.nsquare, bits),)
+        else:  # h_s mod p^2 and mod q^2: R = h_s^a recombined by CRT (same value)
+            sk = private_key
+            self._tables = (FixedBaseTable(self.base, sk.psquare, bits),
+                            FixedBaseTable(self.base, sk.qsquare, bits))
         self.setup_seconds = time.perf_counter() - t0
 
     def draw_one(self) -> mpz:
-        return self._table.pow(secrets.randbits(self.exponent_bits))
+        a = secrets.randbits(self.exponent_bits)
+        if self.private_key is None:
+            return self._tables[0].pow(a)
+        return self.private_key.crt_combine_nsquare(self._tables[0].pow(a), self._tables[1].pow(a))
 
     def spec(self) -> dict:
         return {"name": self.name, "exponent_bits": self.exponent_bits, "generator": int(self.generator)}

@@ -37,8 +37,8 @@ def _key_numbers(source: Obfuscator) -> tuple:
     """(n, small-key opt-in) and, for a CRT source, the private numbers."""
     pk = source.public_key
     head = (int(pk.n), pk.allow_insecure_small_key)
-    if isinstance(source, CRTObfuscator):
-        sk = source.private_key
+    sk = getattr(source, "private_key", None)
+    if sk is not None:  # CRT, or DJN computed through CRT by a key holder
         return (*head, int(sk.p), int(sk.q), sk.p_factors, sk.q_factors)
     return head
 
@@ -52,7 +52,8 @@ def _init(key_numbers: tuple, spec_json: str, private: tuple | None) -> None:
     if spec["name"] == "crt":
         obf = CRTObfuscator(sk)
     elif spec["name"] == "djn":
-        obf = DJNObfuscator(pk, exponent_bits=spec["exponent_bits"], generator=spec["generator"])
+        obf = DJNObfuscator(pk, exponent_bits=spec["exponent_bits"], generator=spec["generator"],
+                            private_key=sk)
     else:
         obf = None
     _STATE.update(pk=pk, sk=sk, obf=obf)
