@@ -44,6 +44,7 @@ from secagg.paillier import (
     vector_from_json,
 )
 from secagg.paillier import scheme
+from secagg.paillier.obfuscation import FixedBaseTable
 
 SMALL = 512
 FAST = settings(max_examples=25, deadline=None)
@@ -215,6 +216,21 @@ def _djn_pair(pk, sk):
         holder = DJNObfuscator(pk, exponent_bits=224, generator=int(public.generator), private_key=sk)
         _DJN_PAIRS[id(sk)] = (public, holder)
     return _DJN_PAIRS[id(sk)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(min_value=8, max_value=300), data=st.data())
+def test_fixed_base_table_equals_powmod_at_every_window(keys, bits, data):
+    """B^a from the table equals gmpy2.powmod for any exponent length and table budget."""
+    _, sk = keys
+    budget = data.draw(st.sampled_from([0, 1 << 16, 1 << 20, FixedBaseTable.MAX_BYTES]))
+    table = FixedBaseTable(sk.gen_p, sk.psquare, bits, max_bytes=budget)
+    assert FixedBaseTable.MIN_WINDOW <= table.window <= FixedBaseTable.MAX_WINDOW
+    assert budget == 0 or table.window == FixedBaseTable.MIN_WINDOW or table.nbytes <= budget
+    a = data.draw(st.integers(min_value=0, max_value=(1 << bits) - 1))
+    assert table.pow(a) == gmpy2.powmod(sk.gen_p, a, sk.psquare)
+    with pytest.raises(InvalidInputError):
+        table.pow(1 << (table.window * table.n_windows))
 
 
 def test_djn_refuses_a_private_key_of_another_key(keys, other_keys):

@@ -46,9 +46,10 @@ Three sources, all drawing randomness from :mod:`secrets` (OS CSPRNG):
   cores) by any source above; each is handed out once. Filling time is accumulated in
   :attr:`ObfuscatorPool.fill_seconds` and must be reported, never hidden.
 
-Fixed-base tables (Brickell-Gordon-McCurley-Wilson style, window w = 8 bits): for a
-base B and windows i, T[i][d] = B^(d 2^(8 i)); B^a is the product of T[i][byte_i(a)],
-i.e. |a| / 8 modular multiplications instead of ~1.2 |a| for a powmod.
+Fixed-base tables (Brickell-Gordon-McCurley-Wilson style, window w of 8 to 12 bits, as
+large as 32 MiB per table allows): for a base B and windows i, T[i][d] = B^(d 2^(w i));
+B^a is the product of T[i][digit_i(a)], i.e. |a| / w modular multiplications instead of
+~1.2 |a| for a powmod.
 """
 
 from __future__ import annotations
@@ -106,31 +107,47 @@ class PoolExhaustedError(ProtocolError):
 
 
 class FixedBaseTable:
-    """Precomputed powers of one base for fast B^a mod m with a < 2^exponent_bits."""
+    """Precomputed powers of one base for fast B^a mod m with a < 2^exponent_bits.
 
-    WINDOW = 8
+    Window w: T[i][d] = B^(d 2^(w i)) for d < 2^w, so B^a is one multiplication per
+    non-zero w-bit digit of a. w is the largest in [8, 12] whose table fits in
+    ``max_bytes`` (a short DJN exponent affords w = 12, a 1024-bit CRT one w = 8 or 9).
+    """
 
-    def __init__(self, base: mpz, modulus: mpz, exponent_bits: int) -> None:
+    MIN_WINDOW, MAX_WINDOW = 8, 12
+    MAX_BYTES = 32 << 20
+
+    def __init__(self, base: mpz, modulus: mpz, exponent_bits: int, max_bytes: int = MAX_BYTES) -> None:
         self.modulus = modulus
-        self.n_windows = -(-exponent_bits // self.WINDOW)
-        self.exponent_bytes = self.n_windows
+        entry = (int(modulus.bit_length()) + 7) // 8
+        self.window = max(
+            [w for w in range(self.MIN_WINDOW + 1, self.MAX_WINDOW + 1)
+             if -(-exponent_bits // w) * (1 << w) * entry <= max_bytes] + [self.MIN_WINDOW]
+        )
+        self.n_windows = -(-exponent_bits // self.window)
         rows = []
         b = mpz(base) % modulus
         for _ in range(self.n_windows):
             row = [mpz(1), b]
-            for _ in range(2, 1 << self.WINDOW):
+            for _ in range(2, 1 << self.window):
                 row.append(row[-1] * b % modulus)
             rows.append(tuple(row))
             b = row[-1] * b % modulus
         self.rows = tuple(rows)
 
     def pow(self, a: int) -> mpz:
-        """B^a mod m, one multiplication per non-zero byte of a."""
-        m = self.modulus
+        """B^a mod m, one multiplication per non-zero w-bit digit of a."""
+        if not 0 <= a < 1 << (self.window * self.n_windows):
+            raise InvalidInputError("fixed-base exponent out of the table's range")
+        m, w = self.modulus, self.window
+        mask = (1 << w) - 1
+        a = int(a)
         acc = mpz(1)
-        for row, d in zip(self.rows, int(a).to_bytes(self.exponent_bytes, "little")):
+        for row in self.rows:
+            d = a & mask
             if d:
                 acc = acc * row[d] % m
+            a >>= w
         return acc
 
     @property
@@ -328,7 +345,7 @@ def default_obfuscator(key: PublicKey | PrivateKey) -> Obfuscator:
     """CRT (exact, fastest) for a private key, DJN for a public key.
 
     Cached for the last ``DEFAULT_CACHE_KEYS`` keys only (least recently used first out):
-    each entry holds fixed-base tables of about 16-32 MiB for a 2048-bit key. Callers
+    each entry holds fixed-base tables of up to 64 MiB for a 2048-bit key. Callers
     that encrypt under many keys should build and own their obfuscators instead;
     :func:`clear_default_obfuscators` empties the cache.
     """
