@@ -165,6 +165,7 @@ def run(rounds: int, workers: int, seed: int, n_users: int | None = None, djn_bi
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "cpu_count": os.cpu_count(),
+        "nice": os.nice(0),
         "python": platform.python_version(),
     }
     if rounds < ROUNDS_TARGET:
