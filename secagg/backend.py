@@ -139,7 +139,10 @@ class ServerView:
 
     per_client: dict[int, np.ndarray] = field(default_factory=dict)
     aggregate: np.ndarray | None = None
-    #: block indices each client declared non-zero (sparse rounds only: a leak by design)
+    #: sparse rounds only (a leak by design): the block indices the server can tell may be
+    #: non-zero in each client's update. The declared support, or a superset of it when
+    #: the upload reveals whole groups only (packed Paillier: every block of a ciphertext
+    #: the client uploads).
     support: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -308,7 +311,7 @@ class AggregationBackend(abc.ABC):
         else:
             result = self._run_round(vectors, w, list(dropped))
             mode = "dense"
-        if blocks is not None:
+        if blocks is not None and not result.view.support:  # a backend may report a coarser view
             result.view.support = {cid: blocks[cid] for cid in result.included}
         result.info.update(clipped=clipped + int(result.info.get("clipped", 0)),
                            out_of_range=self.out_of_range, sparse=mode)

@@ -176,6 +176,10 @@ def test_sparse_rounds_upload_only_the_support(sk, name, seed, n, blocks, weight
         else:
             slots = sparse.info["layout"]["slots"]  # item-aligned: each block in whole ciphertexts
             positions = aligned_positions(length, block, slots)[0]
-            cells = len({positions[e] // slots for b in support[c] for e in range(b * block, (b + 1) * block)})
+            held = {positions[e] // slots for b in support[c] for e in range(b * block, (b + 1) * block)}
+            # the server's view: every block sharing a ciphertext with a declared one
+            seen = sorted({e // block for e in range(length) if positions[e] // slots in held})
+            assert sparse.view.support[c].tolist() == seen
+            cells = len(held)
         assert cells * (width + 4) < sparse.cost.bytes_up[c] < cells * (width + 4) + 100
         assert sparse.cost.bytes_up[c] <= dense.cost.bytes_up[c] + 4 * cells

@@ -307,7 +307,8 @@ class PaillierBackend(AggregationBackend):
             aggregate=aggregate,
             total_weight=float(sum(weights[c] for c in included)),
             included=included,
-            view=ServerView(),
+            view=ServerView(support={} if support is None else {
+                cid: np.unique(self._entries(plan, length, cells[cid]) // block_size) for cid in included}),
             cost=cost,
             info=info,
         )
