@@ -1,6 +1,6 @@
 """Benchmark: one Flower app in Flower's simulation engine, three ways (issue 18).
 
-    python bench/flower_secagg.py [--quick] [--json PATH] [--points n:length:dropout,...]
+    python bench/flower_secagg.py [--quick] [--json PATH] [--points n:length:dropout,...] [--deploy N]
     python bench/flower_secagg.py --table RUN.json [RUN.json ...]   # the README table
 
 The same clients and vectors, the same dropouts (the first ceil(dropout n) nodes fail
@@ -17,7 +17,8 @@ their train step, i.e. after sharing keys, before sending the masked input), run
 Measured per run (one round; Ray start and node registration excluded):
 
 * wall seconds of the round, timed in the ServerApp around the workflow call, after
-  one untimed query message to every node (it starts Ray's actors and loads the apps);
+  one untimed query message to every node (it starts Ray's actors and loads the apps;
+  ours also loads its numba kernels there, a one-off per process of about 1 s);
   overhead = secure wall - the plain wall of the same engine path;
 * client CPU seconds (``time.process_time`` around each node's app, summed over nodes,
   written by a timing mod to files in a temp dir) and server CPU seconds
@@ -27,6 +28,11 @@ Measured per run (one round; Ray start and node registration excluded):
 * exact: ours -- the unmasked integer sum equals the sum of the survivors' quantized
   inputs (the vectors lie on the quantization grid, so quantization is exact); Flower --
   max |result - true mean| at most one quantization step (its sum is not exposed).
+
+``--deploy N`` adds one deployment point (``deployment`` in the JSON): our SecAgg+ on N
+SuperNodes and a SuperLink started on 127.0.0.1 by ``scripts/flower_deploy.py``, its
+round wall time (timed the same way, in the ServerApp) beside the same round in the
+simulation engine.
 
 The host is shared (2 cores, other jobs): the JSON records the load average.
 """
@@ -48,17 +54,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BITS = 16
-CLIP = (2**BITS - 1) / 2**(BITS + 1)  #: step 2^-16: grid values quantize exactly
+LEVEL = 2**(BITS - 1) - 1  #: secagg.quantize's L: levels -L..L, step clip / L
+CLIP = LEVEL / 2**BITS  #: step 2^-16: grid values quantize exactly
 QUICK = (50, 100_000, 0.1)
 GRID = [(50, 100_000, 0.1), (100, 100_000, 0.1), (200, 100_000, 0.1), (100, 1_000_000, 0.1)]
 
 
 def words_of(partition: int, length: int) -> np.ndarray:
-    return np.random.default_rng(partition).integers(0, 2**BITS, length)
+    return np.random.default_rng(partition).integers(0, 2 * LEVEL + 1, length)
 
 
 def vector_of(partition: int, length: int) -> np.ndarray:
-    return (2.0 * words_of(partition, length) - (2**BITS - 1)) / 2**(BITS + 1)
+    return (words_of(partition, length) - LEVEL) / 2**BITS
 
 
 def _size(obj) -> int:
@@ -144,6 +151,10 @@ def _apps(way: str, n: int, length: int, dropped: set[int], folder: str, out: di
 
     @client.query()
     def warm_up(msg, context):
+        if way == "ours":  # load our numba kernels in this worker process (cache=True) before timing
+            from fedmf.warmup import warm_numba_kernels
+
+            warm_numba_kernels()
         return Message(RecordDict(), reply_to=msg)
 
     def train(msg, context):
@@ -240,6 +251,33 @@ def run_point(n: int, length: int, dropout: float) -> dict:
     return point
 
 
+def deployment_point(n: int, length: int) -> dict:
+    """Our SecAgg+ on a deployed federation (a SuperLink and ``n`` SuperNodes on
+    127.0.0.1, ``scripts/flower_deploy.py``) beside the same round in the simulation
+    engine: the same n, length, (k, t) and one node failing its train step."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flower_deploy", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "flower_deploy.py")
+    deploy_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deploy_script)
+    deployed = deploy_script.deploy(n, length, drop=0)
+    k, t = deployed["k"], deployed["t"]
+    survivors = list(range(1, n))
+    sim = run_way("ours", n, length, {0}, k, t)
+    sim_plain = run_way("plain", n, length, {0}, k, t)
+    return {
+        "n": n, "length": length, "dropped": 1, "k": k, "t": t,
+        "deployment_round_seconds": deployed["round_seconds"],
+        "deployment_exact": bool(deployed["exact"]),
+        "simulation_round_seconds": sim["wall"],
+        "simulation_plain_round_seconds": sim_plain["wall"],
+        "simulation_exact": bool(sim["included_partitions"] == survivors and np.array_equal(
+            sim["words"], sum(words_of(p, length) for p in survivors))),
+        "deployment_vs_simulation": deployed["round_seconds"] / sim["wall"],
+    }
+
+
 def markdown_table(results: list[dict]) -> str:
     """The README table of finished runs (each a ``--json`` file's content), one row per point."""
     lines = ["| n | length | dropped | (k, t) | plain wall s | ours wall s | Flower plain wall s | "
@@ -266,6 +304,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write results to this path")
     ap.add_argument("--points", help="comma-separated n:length:dropout (default: the issue's grid)")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="print the README table of finished runs and exit")
+    ap.add_argument("--deploy", type=int, metavar="N", default=0,
+                    help="also measure one deployment point: N SuperNodes on 127.0.0.1 beside the simulation")
+    ap.add_argument("--deploy-length", type=int, default=1000, help="vector length of the deployment point")
     args = ap.parse_args(argv)
     if args.table:
         print(markdown_table([json.loads(Path(path).read_text()) for path in args.table]))
@@ -284,8 +325,15 @@ def main(argv=None) -> int:
         print(f"n={n} length={length} dropout={dropout}: ours overhead {point['ours_overhead_seconds']:.2f} s, "
               f"Flower {point['flower_overhead_seconds']:.2f} s, ratio {point['overhead_ratio']:.3f}, "
               f"exact {point['exact']}", flush=True)
+    deployment = None
+    if args.deploy:
+        deployment = deployment_point(args.deploy, args.deploy_length)
+        print(f"deployment n={args.deploy}: round {deployment['deployment_round_seconds']:.2f} s deployed, "
+              f"{deployment['simulation_round_seconds']:.2f} s in simulation, exact "
+              f"{deployment['deployment_exact'] and deployment['simulation_exact']}", flush=True)
     home.cleanup()
-    result = {"points": points, **{k: v for k, v in points[0].items() if k != "ways"},
+    result = {"points": points, **({"deployment": deployment} if deployment else {}),
+              **{k: v for k, v in points[0].items() if k != "ways"},
               "host": {"python": sys.version.split()[0], "machine": platform.machine(),
                        "cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
     if args.json:

@@ -11,13 +11,14 @@ from flwr.clientapp import ClientApp
 from secagg.flower import secagg_mod
 
 BITS = 16
-CLIP = (2**BITS - 1) / 2**(BITS + 1)
+LEVEL = 2**(BITS - 1) - 1  #: secagg.quantize's L: levels -L..L, step clip / L
+CLIP = LEVEL / 2**BITS  #: step 2^-16: every vector below quantizes exactly
 
 app = ClientApp()
 
 
 def words_of(partition: int, length: int) -> np.ndarray:
-    return np.random.default_rng(partition).integers(0, 2**BITS, length)
+    return np.random.default_rng(partition).integers(0, 2 * LEVEL + 1, length)
 
 
 @app.train(mods=[secagg_mod])
@@ -26,6 +27,6 @@ def train(msg: Message, context: Context) -> Message:
     length = int(context.run_config["length"])
     if partition == int(context.run_config["drop-partition"]):
         raise RuntimeError(f"partition {partition} drops before sending its masked input")
-    x = (2.0 * words_of(partition, length) - (2**BITS - 1)) / 2**(BITS + 1)
+    x = (words_of(partition, length) - LEVEL) / 2**BITS
     return Message(RecordDict({"update": ArrayRecord({"w": Array(x)}),
                                "metrics": MetricRecord({"partition-id": partition})}), reply_to=msg)
