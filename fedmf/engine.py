@@ -5,13 +5,16 @@ specific to its algorithm; the :class:`Engine` runs the loop and never names a t
 or a backend. One round:
 
 1. choose the participants: all of ``trainer.clients()``, or a seeded random
-   ``participation`` fraction of them (the schedule is public, not key material);
+   ``participation`` fraction p of them (the schedule is public, not key material):
+   max(1, ceil(p N)) of the N eligible clients (:func:`cohort_size`, the PersonalFR
+   code's ``int(np.ceil(fraction * num_nodes))``; 0.1 of 943 users is 95);
 2. ``trainer.local_updates(round, users)`` runs every participant's device-side update on
    its own data (a batch at once, so a trainer can vectorise) and returns the uploads in
    model units, the device seconds per client and, for sparse rounds, each client's
    declared support;
 3. the uploads, divided by ``layout.scale`` into the [-1, 1] range every backend's codec
-   takes, go through ``backend.aggregate`` (the only call into the crypto layer);
+   takes, go through ``backend.aggregate`` (the only call into the crypto layer), with
+   the caller's per-client ``progress`` hook if any;
 4. ``trainer.server_step(round, aggregate, included)`` applies the aggregate (back in model
    units) and commits the device state of the included clients;
 5. ``observer(round, result, uploads, scale)`` (optional) sees the backend's round
@@ -23,12 +26,15 @@ Before round 1, :meth:`RoundTrainer.setup` may aggregate public statistics once 
 the same backend (FedMF's global mean and item counts). :meth:`Engine.summary` gives the
 JSON summary (means of the per-round cost and the history); :func:`best_round` picks the
 round with the best validation metric (ties: the latest, as the PFedRec code's ``>=``).
+:meth:`Engine.run` with ``progress=True`` draws one bar over the whole run that advances
+per client upload, with an ETA (:class:`fedmf.progress.ClientProgress`).
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -39,6 +45,7 @@ import numpy as np
 from secagg import AggregationBackend, RoundResult, make_backend
 
 from .errors import ConfigError
+from .progress import ClientProgress
 
 #: observer(round, backend result, uploads as sent, upload scale)
 Observer = Callable[[int, RoundResult, dict[int, np.ndarray], float], None]
@@ -172,11 +179,17 @@ class Engine:
         clients = list(self.trainer.clients())
         if self.participation >= 1:
             return clients
-        n = max(int(round(self.participation * len(clients))), 1)
+        n = cohort_size(self.participation, len(clients))
         return sorted(int(c) for c in self._rng.choice(clients, n, replace=False))
 
-    def run_round(self) -> RoundRecord:
-        """Run one round and return (and keep) its record."""
+    def participants_per_round(self) -> int:
+        """How many clients each round chooses (the seeded choice itself is not drawn)."""
+        eligible = len(self.trainer.clients())
+        return eligible if self.participation >= 1 else cohort_size(self.participation, eligible)
+
+    def run_round(self, progress: Callable[[int], object] | None = None) -> RoundRecord:
+        """Run one round and return (and keep) its record; ``progress(client_id)`` is the
+        backend's per-client hook (:mod:`secagg.backend`), called as each upload is absorbed."""
         t_round = time.perf_counter()
         rnd = self.round + 1
         users = self.choose_participants()
@@ -185,7 +198,7 @@ class Engine:
         uploads = {u: v / layout.scale for u, v in updates.vectors.items()}
         sparse = ({"support": updates.support, "block_size": layout.block_size,
                    "dense_fallback": layout.dense_fallback} if layout.sparse else {})
-        result = self.backend.aggregate(uploads, **sparse)
+        result = self.backend.aggregate(uploads, **sparse, progress=progress)
         t_server = time.perf_counter()
         self.trainer.server_step(rnd, result.aggregate * layout.scale, result.included)
         server_step_seconds = time.perf_counter() - t_server
@@ -212,19 +225,20 @@ class Engine:
         self.history.append(record)
         return record
 
-    def run(self, rounds: int, *, progress: bool = False, show: tuple[str, ...] = ()) -> list[RoundRecord]:
-        """Run ``rounds`` rounds; ``progress`` shows a tqdm bar and one line per round."""
+    def run(self, rounds: int, *, progress: bool = False, show: tuple[str, ...] = (),
+            bar: bool = True) -> list[RoundRecord]:
+        """Run ``rounds`` rounds; ``progress`` prints one line per round (metrics ``show``) and,
+        on a terminal and unless ``bar`` is False, one bar over all rounds x participants
+        that advances per client upload, with an ETA."""
         if rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {rounds}")
         if not progress:
             return [self.run_round() for _ in range(rounds)]
-        from tqdm import tqdm
-
         out = []
-        with tqdm(range(rounds), desc="rounds", unit="round") as bar:
-            for _ in bar:
-                out.append(self.run_round())
-                tqdm.write(out[-1].line(show))
+        with ClientProgress(rounds, self.participants_per_round(), enabled=bar) as shown:
+            for _ in range(rounds):
+                out.append(self.run_round(progress=shown.client_done))
+                shown.round_done(out[-1].line(show))
         return out
 
     def summary(self) -> dict[str, object]:
@@ -238,6 +252,18 @@ class Engine:
             "setup_seconds": self.setup_seconds,
             "history": [r.as_dict() for r in h],
         }
+
+
+def cohort_size(participation: float, eligible: int) -> int:
+    """Clients a round samples: max(1, ceil(p N)) for a fraction p of N eligible clients.
+
+    The PersonalFR code's rule (``int(np.ceil(fraction * num_nodes))``; 0.1 of 943 users
+    is 95); p N is first rounded to 9 decimals so float error never adds a client
+    (0.07 x 100 is 7.000000000000001 in floats: 7 clients, not 8).
+    """
+    if not 0 < participation <= 1:
+        raise ConfigError(f"participation must be in (0, 1], got {participation}")
+    return max(1, math.ceil(round(participation * eligible, 9)))
 
 
 def cost_means(history) -> dict[str, float]:

@@ -168,7 +168,7 @@ def centralized_peer(split: ImplicitSplit, model: ImplicitConfig, Y0: np.ndarray
 def run_fcf(split: ImplicitSplit, backend: str | AggregationBackend, rounds: int, *,
             model: ImplicitConfig | None = None, fcf: FCFConfig | None = None, seed: int = 0,
             participation: float = 1.0, users: np.ndarray | None = None, progress: bool = False,
-            centralized_iterations: int | None = 20, observer=None) -> tuple[dict[str, object], Engine]:
+            bar: bool = True, centralized_iterations: int | None = 20, observer=None) -> tuple[dict[str, object], Engine]:
     """Train FCF ``rounds`` rounds over ``backend``; return the JSON summary and the engine.
 
     Keys: ``hr_at_10``, ``ndcg_at_10``, ``precision_at_10``, ``recall_at_10``, ``map_at_10``
@@ -181,7 +181,7 @@ def run_fcf(split: ImplicitSplit, backend: str | AggregationBackend, rounds: int
     Y0 = init_item_factors(model, split.n_items, seed)
     trainer = FCFTrainer(split, model, fcf, users=users, Y0=Y0)
     engine = Engine(trainer, backend, participation=participation, seed=seed, observer=observer)
-    engine.run(rounds, progress=progress, show=("val_hr_at_10", "test_hr_at_10", "test_ndcg_at_10"))
+    engine.run(rounds, progress=progress, bar=bar, show=("val_hr_at_10", "test_hr_at_10", "test_ndcg_at_10"))
     best = best_round(engine.history, SELECT_BY)
     summary = {
         "model": "fcf", "split": split.name, "users": len(trainer.clients()),

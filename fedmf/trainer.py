@@ -59,6 +59,8 @@ class RoundLog:
     bytes_down_per_client: float
     #: part of client_seconds computed once per round for all clients (decrypting the aggregate)
     shared_client_seconds: float = 0.0
+    #: users whose upload is in the round's aggregate
+    participants: int = 0
 
     def line(self) -> str:
         return (
@@ -228,9 +230,11 @@ class FedMFTrainer(RoundTrainer):
 
     # -- the FedMF API -----------------------------------------------------------------
 
-    def run_round(self) -> RoundLog:
-        """Run one FedMF round through the engine and return its log."""
-        rec = self.engine.run_round()
+    def run_round(self, progress: Callable[[int], object] | None = None) -> RoundLog:
+        """Run one FedMF round through the engine and return its log; ``progress(user)`` is
+        called as the backend absorbs each user's upload (e.g. a
+        :class:`fedmf.progress.ClientProgress` bar's ``client_done``)."""
+        rec = self.engine.run_round(progress=progress)
         log = RoundLog(
             round=rec.round,
             test_rmse=rec.metrics["test_rmse"],
@@ -241,6 +245,7 @@ class FedMFTrainer(RoundTrainer):
             bytes_up_per_client=rec.bytes_up_per_client,
             bytes_down_per_client=rec.bytes_down_per_client,
             shared_client_seconds=rec.shared_client_seconds,
+            participants=rec.participants,
         )
         self.history.append(log)
         return log

@@ -232,13 +232,13 @@ class AdaptiveBackend(AggregationBackend):
         self.encrypted.close()
         self.plain.close()
 
-    def _run_round(self, vectors, weights, dropped):
-        return self._split_round(vectors, weights, dropped, None, 1, False)
+    def _run_round(self, vectors, weights, dropped, progress):
+        return self._split_round(vectors, weights, dropped, None, 1, False, progress)
 
-    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
-        return self._split_round(vectors, weights, dropped, support, block_size, dense_fallback)
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback, progress):
+        return self._split_round(vectors, weights, dropped, support, block_size, dense_fallback, progress)
 
-    def _split_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+    def _split_round(self, vectors, weights, dropped, support, block_size, dense_fallback, progress):
         dropped_set = set(dropped)
         plain_ids, enc_ids, decisions, policy_seconds = self._route(vectors, dropped_set)
         parts = {}
@@ -248,6 +248,7 @@ class AdaptiveBackend(AggregationBackend):
             sub = {
                 "weights": {c: weights[c] for c in ids},
                 "dropped": [c for c in ids if c in dropped_set],
+                "progress": progress,
             }
             if support is not None:
                 sub.update(support={c: support[c] for c in ids}, block_size=block_size,

@@ -58,6 +58,14 @@ checks it for each one.
   the server runs on the bytes it receives; ``aggregate`` runs the same halves in one
   process, :mod:`secagg.flower` over Flower. ``plain``, ``secagg`` and ``secagg+`` have
   one; the others raise NotImplementedError naming the backend.
+* **Progress hook.** ``aggregate(..., progress=hook)`` (optional, a plain callable
+  ``hook(client_id)``) is called exactly once per included client, in this process, as
+  the server absorbs that client's (protected) upload: never for a dropped client,
+  never with a value, and from the parent process even when ``workers`` > 1 run the
+  clients elsewhere. A long round (packed Paillier over hundreds of clients) can thus
+  drive a per-client progress bar; an exception raised by the hook aborts the round.
+  It is a per-call argument, not a constructor option: it describes the caller's
+  display, not the backend's configuration.
 * **Resources.** ``close()`` releases what the backend holds (process pools); a
   backend is also a context manager that closes on exit.
 
@@ -100,6 +108,11 @@ class RoundCost:
     ``client_seconds[cid]`` is the compute client ``cid`` spent on the protocol
     (encoding, encryption or masking, and reading the result back); clients run in
     parallel in a deployment, so the round's client cost is the maximum or mean of it.
+    ``bytes_up[cid]`` / ``bytes_down[cid]`` are the protocol's bytes from / to client
+    ``cid`` this round. The aggregate counts in ``bytes_down`` only where the protocol
+    itself must deliver it to the clients (Paillier: only they can decrypt it); where
+    the server learns it in clear (``plain``, ``secagg``, ``secagg+``) sending the new
+    model is the trainer's broadcast, the same for every backend, and is not counted.
     ``setup_seconds`` is one-off work outside the round (key generation, filling an
     obfuscator pool), reported separately, never hidden in the per-round numbers.
     ``shared_client_seconds[cid]`` is the part of ``client_seconds[cid]`` that every client
@@ -267,6 +280,7 @@ class AggregationBackend(abc.ABC):
         support: Mapping[int, np.ndarray] | None = None,
         block_size: int = 1,
         dense_fallback: bool = False,
+        progress: Callable[[int], object] | None = None,
     ) -> RoundResult:
         """Aggregate one round: return  sum_i w_i x_i  over the clients not in ``dropped``.
 
@@ -281,7 +295,13 @@ class AggregationBackend(abc.ABC):
         server learns these indices (``view.support``). Sparse-capable backends upload
         only those blocks; the others raise unless ``dense_fallback=True``.
         Entries outside the support must be zero (checked).
+
+        ``progress(client_id)`` (optional) is called once per included client as the
+        server absorbs its upload (the contract's progress hook, module docstring).
         """
+        if progress is not None and not callable(progress):
+            raise InvalidInputError(f"progress must be a callable hook(client_id) or None, got {progress!r}")
+        hook = _no_progress if progress is None else progress
         vectors = _check_updates(updates)
         w = _check_weights(weights, vectors)
         unknown = set(dropped) - set(vectors)
@@ -303,13 +323,13 @@ class AggregationBackend(abc.ABC):
             )
         vectors, clipped = self._apply_range(vectors)
         if blocks is None:
-            result = self._run_round(vectors, w, list(dropped))
+            result = self._run_round(vectors, w, list(dropped), hook)
             mode = "none"
         elif self.sparse_capable:
-            result = self._run_sparse_round(vectors, w, list(dropped), blocks, block_size, dense_fallback)
+            result = self._run_sparse_round(vectors, w, list(dropped), blocks, block_size, dense_fallback, hook)
             mode = "sparse"
         else:
-            result = self._run_round(vectors, w, list(dropped))
+            result = self._run_round(vectors, w, list(dropped), hook)
             mode = "dense"
         if blocks is not None and not result.view.support:  # a backend may report a coarser view
             result.view.support = {cid: blocks[cid] for cid in result.included}
@@ -347,15 +367,22 @@ class AggregationBackend(abc.ABC):
         support: dict[int, np.ndarray],
         block_size: int,
         dense_fallback: bool,
+        progress: Callable[[int], object],
     ) -> RoundResult:
         """Run a sparse round (only called when ``sparse_capable``)."""
         raise NotImplementedError(f"{self.name} declares sparse_capable but has no sparse round")
 
     @abc.abstractmethod
     def _run_round(
-        self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int]
+        self, vectors: dict[int, np.ndarray], weights: dict[int, float], dropped: list[int],
+        progress: Callable[[int], object],
     ) -> RoundResult:
-        """Run the protocol on checked inputs (at least ``min_inputs`` survive, values in range)."""
+        """Run the protocol on checked inputs (at least ``min_inputs`` survive, values in range);
+        call ``progress(cid)`` once per included client as its upload is absorbed."""
+
+
+def _no_progress(client_id: int) -> None:
+    """The progress hook when the caller passes none."""
 
 
 def apply_range(x: np.ndarray, clip: float | None, out_of_range: str, cid: int) -> tuple[np.ndarray, int]:
@@ -518,26 +545,26 @@ class PlainBackend(AggregationBackend):
     def server_half(self, clients, length, *, weights=None) -> PlainServer:
         return PlainServer(clients, length, weights, min_inputs=self.min_inputs)
 
-    def _run_round(self, vectors, weights, dropped):
+    def _run_round(self, vectors, weights, dropped, progress):
         clients = sorted(vectors)
         length = next(iter(vectors.values())).shape[0]
         server = self.server_half(clients, length, weights=weights)
         devices = {c: self.device_half(c) for c in clients}
-        run = run_in_process(server, devices, vectors, {PlainServer.stage: dropped})
+        run = run_in_process(server, devices, vectors, {PlainServer.stage: dropped}, progress=progress)
         included = run.result.included
         cost = RoundCost(client_seconds={c: run.client_seconds[c] for c in included},
                          server_seconds=run.server_seconds,
                          bytes_up={c: run.bytes_up[c] for c in included},
-                         bytes_down={c: run.bytes_down[c] + length * 8 for c in included})
+                         bytes_down={c: run.bytes_down[c] for c in included})
         view = ServerView(aggregate=run.result.aggregate)
         if self.record_view:
             view.per_client = {c: vectors[c] for c in included}
         return RoundResult(aggregate=run.result.aggregate, total_weight=run.result.total_weight,
                            included=included, view=view, cost=cost)
 
-    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback, progress):
         """PartText in clear: each client sends its support blocks and their indices."""
-        result = self._run_round(vectors, weights, dropped)
+        result = self._run_round(vectors, weights, dropped, progress)
         for cid in result.included:
             result.cost.bytes_up[cid] = support[cid].size * (block_size * 8 + 4) + 8
         return result

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,12 +95,14 @@ class InProcessRun:
 
 def run_in_process(server: ServerHalf, devices: Mapping[int, DeviceHalf],
                    inputs: Mapping[int, np.ndarray],
-                   dropped: Mapping[str, Collection[int]] | None = None) -> InProcessRun:
+                   dropped: Mapping[str, Collection[int]] | None = None, *,
+                   progress: Callable[[int], object] | None = None) -> InProcessRun:
     """Drive one round of ``server`` and ``devices`` in this process, counting bytes.
 
     ``dropped[stage]`` lists clients that stop answering from the server stage named
     ``stage`` on (``ServerHalf.stage``). Each device gets its vector when it first
-    ``needs_input``.
+    ``needs_input``; ``progress(c)`` (optional) is called once the server has received
+    the reply that carries client ``c``'s (protected) vector.
     """
     dropped = {stage: set(ids) for stage, ids in (dropped or {}).items()}
     clock = time.perf_counter
@@ -119,7 +121,8 @@ def run_in_process(server: ServerHalf, devices: Mapping[int, DeviceHalf],
             if c in gone:
                 continue
             t0 = clock()
-            if devices[c].needs_input(message):
+            carries_input = devices[c].needs_input(message)
+            if carries_input:
                 devices[c].set_input(inputs[c])
             reply = devices[c].handle(message)
             seconds[c] += clock() - t0
@@ -129,6 +132,8 @@ def run_in_process(server: ServerHalf, devices: Mapping[int, DeviceHalf],
             t0 = clock()
             server.receive(c, bytes(reply))
             server_seconds += clock() - t0
+            if carries_input and progress is not None:
+                progress(c)
         t0 = clock()
         outbox = server.advance()
         server_seconds += clock() - t0

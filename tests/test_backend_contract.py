@@ -148,3 +148,75 @@ def test_configured_by_constructor_only(name, test_options):
             if "out_of_range" in params:
                 assert params["out_of_range"].default == "raise"
                 break
+
+
+def _progress_cases():
+    for name in NAMES:
+        yield name, 1
+        if "workers" in backend_options(name):
+            yield name, 2
+
+
+@pytest.mark.parametrize(("name", "workers"), list(_progress_cases()))
+@pytest.mark.parametrize("dropped", [(), (3,)])
+def test_progress_hook_is_called_once_per_included_client(name, workers, dropped, test_options):
+    """The hook sees every included client exactly once, never a dropped one, also when
+    worker processes build the uploads (the hook runs in this process)."""
+    options = {"workers": workers} if workers > 1 else {}
+    calls = []
+    with _build(name, test_options, **options) as backend:
+        result = backend.aggregate(_updates(3), dropped=dropped, progress=calls.append)
+    assert sorted(result.included) == sorted(set(range(N)) - set(dropped))
+    assert sorted(calls) == sorted(result.included), f"{name}: hook calls {calls}"
+    assert np.max(np.abs(result.aggregate - sum(x for c, x in _updates(3).items() if c not in dropped))) \
+        <= _tolerance(result)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_progress_hook_in_sparse_rounds(name, test_options):
+    ups, support = _sparse_round()
+    calls = []
+    backend = _build(name, test_options)
+    result = backend.aggregate(ups, support=support, block_size=BLOCK,
+                               dense_fallback=not backend.sparse_capable, progress=calls.append)
+    assert sorted(calls) == list(range(N)) == sorted(result.included)
+
+
+@pytest.mark.parametrize("stage", ["advertise", "share_keys"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("secagg")])
+def test_progress_hook_skips_clients_dropped_before_masking(name, stage):
+    calls = []
+    result = make_backend(name, drop_stage=stage).aggregate(_updates(4), dropped=[2], progress=calls.append)
+    assert sorted(calls) == sorted(result.included) == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_progress_hook_must_be_callable_and_its_errors_abort_the_round(name, test_options):
+    backend = _build(name, test_options)
+    with pytest.raises(InvalidInputError, match="progress must be a callable"):
+        backend.aggregate(_updates(), progress=42)
+
+    class Stop(Exception):
+        pass
+
+    def stop(cid):
+        raise Stop(cid)
+
+    with pytest.raises(Stop):
+        backend.aggregate(_updates(), progress=stop)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bytes_down_hold_the_aggregate_only_where_the_protocol_delivers_it(name, test_options):
+    """RoundCost: the aggregate is in bytes_down only when the clients must receive it from
+    the protocol (Paillier: they decrypt it); where the server learns it in clear the
+    model broadcast is the trainer's, so bytes_down does not grow with the vector."""
+    backend = _build(name, test_options)
+    rng = np.random.default_rng(5)
+    short = backend.aggregate({c: rng.uniform(-0.5, 0.5, LENGTH) for c in range(N)})
+    long = backend.aggregate({c: rng.uniform(-0.5, 0.5, 4 * LENGTH) for c in range(N)})
+    grown = long.cost.mean_bytes_down() - short.cost.mean_bytes_down()
+    if backend.server_learns_aggregate:
+        assert grown == 0, f"{name}: bytes_down grew by {grown} with the vector length"
+    else:
+        assert grown > 0, f"{name}: the encrypted aggregate's download is not counted"

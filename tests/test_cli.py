@@ -173,3 +173,33 @@ def test_item_set_attack_recovers_every_item_set_from_plain_uploads(model, tmp_p
 def test_item_set_attacks_refuse_options_of_other_models(args, capsys, no_work):
     assert main(["attack", *args]) == 2
     assert "applies to --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["--model", "fedmf", "--no-baseline"],
+    ["--model", "fcf", "--centralized-iterations", "0", "--participation", "0.5"],
+    ["--model", "pfedrec", "--participation", "0.02"],
+    ["--model", "personalfr", "--participation", "0.02"],
+])
+def test_train_progress_bar_advances_per_client_to_its_total(args, monkeypatch, tmp_path, capsys):
+    """On a terminal, fedmf train draws one bar over rounds x participants that ends at its
+    total; the per-round lines go to stdout; --no-progress (or no terminal) draws none."""
+    import fedmf.progress
+
+    monkeypatch.setattr(fedmf.progress, "stderr_is_terminal", lambda: True)
+    hooked = []
+    original = fedmf.progress.ClientProgress.client_done
+    monkeypatch.setattr(fedmf.progress.ClientProgress, "client_done",
+                        lambda self, cid: (hooked.append(cid), original(self, cid)))
+    out = tmp_path / "train.json"
+    assert main(["train", *args, "--rounds", "2", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    history = json.loads(out.read_text())["history"]
+    total = sum(r["participants"] for r in history)
+    assert len(history) == 2 and total >= 2
+    assert len(hooked) == total, "the bar advanced once per client upload (the backend's hook)"
+    assert f"{total}/{total} " in captured.err, captured.err[-300:]
+    assert "clients" in captured.err and "<" in captured.err, "the bar shows its ETA"
+    assert sum(line.startswith("round ") for line in captured.out.splitlines()) == 2
+    assert main(["train", *args, "--rounds", "1", "--no-progress"]) == 0
+    assert "/" not in capsys.readouterr().err

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedmf.data import load_split, random_holdout, synthetic_ratings
-from fedmf.engine import ClientUpdates, Engine, RoundTrainer, UploadLayout, best_round, write_json
+from fedmf.engine import (ClientUpdates, Engine, RoundTrainer, UploadLayout, best_round, cohort_size,
+                          write_json)
 from fedmf.errors import ConfigError
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
@@ -103,6 +104,53 @@ def test_partial_participation_is_seeded_and_commits_only_included_clients():
     assert len({tuple(u) for _, u in runs[0]}) > 1, "a fresh sample every round"
     with pytest.raises(ConfigError, match="participation"):
         Engine(_Mean(values), "plain", participation=0.0)
+
+
+def test_cohort_size_is_the_ceiling_of_the_fraction():
+    """max(1, ceil(p N)), the PersonalFR code's rule, without float error adding a client."""
+    assert cohort_size(0.1, 943) == 95
+    assert cohort_size(0.07, 100) == 7, "0.07 x 100 is 7.000000000000001 in floats"
+    assert cohort_size(0.3, 10) == 3 and cohort_size(0.25, 10) == 3 and cohort_size(0.01, 10) == 1
+    assert cohort_size(1.0, 943) == 943
+    with pytest.raises(ConfigError, match="participation"):
+        cohort_size(0.0, 10)
+
+
+def test_each_round_samples_the_cohort_size_and_reports_it():
+    trainer = _Mean({u: float(u) for u in range(943)})
+    engine = Engine(trainer, "plain", participation=0.1, seed=1)
+    assert engine.participants_per_round() == 95
+    engine.run_round()
+    assert len(trainer.seen_rounds[0][1]) == 95 == engine.history[0].participants
+
+
+def test_run_round_passes_the_per_client_progress_hook_to_the_backend():
+    trainer = _Mean({u: float(u) for u in range(10)})
+    engine = Engine(trainer, "plain", participation=0.5, seed=2)
+    calls = []
+    engine.run_round(progress=calls.append)
+    assert sorted(calls) == trainer.seen_rounds[0][1] and len(calls) == 5
+
+
+def test_the_run_bar_advances_per_client_to_rounds_x_participants(monkeypatch, capsys):
+    """On a terminal, Engine.run(progress=True) draws one bar of rounds x participants steps
+    fed by the backend's hook, and prints one line per round."""
+    import fedmf.progress
+
+    monkeypatch.setattr(fedmf.progress, "stderr_is_terminal", lambda: True)
+    seen = []
+    original = fedmf.progress.ClientProgress.client_done
+
+    def spy(self, cid):
+        original(self, cid)
+        seen.append(self.bar.n)
+
+    monkeypatch.setattr(fedmf.progress.ClientProgress, "client_done", spy)
+    trainer = _Mean({u: float(u) for u in range(10)})
+    Engine(trainer, "plain", participation=0.3, seed=2).run(4, progress=True)
+    out = capsys.readouterr()
+    assert seen == list(range(1, 13)), "one step per client upload, 3 clients x 4 rounds"
+    assert "12/12" in out.err and out.out.count("round ") == 4
 
 
 def test_best_round_prefers_the_latest_tie(tmp_path):

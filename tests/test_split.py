@@ -34,9 +34,11 @@ def test_split_round_equals_aggregate(name):
     server = backend.server_half(sorted(xs), 40)
     devices = {c: backend.device_half(c) for c in xs}
     stage = "upload" if name == "plain" else "MaskedInputCollection"
-    run = run_in_process(server, devices, xs, {stage: {2}})
+    absorbed = []
+    run = run_in_process(server, devices, xs, {stage: {2}}, progress=absorbed.append)
     survivors = [c for c in xs if c != 2]
     assert run.result.included == survivors
+    assert absorbed == survivors, "the progress hook sees each protected upload once, not the dropout"
     expected = sum(xs[c] for c in survivors)
     np.testing.assert_array_equal(run.result.aggregate, expected)
     if name != "plain":

@@ -1,5 +1,10 @@
-"""``fedmf train``: a federated trainer over an aggregation backend, with a per-round log
-and a JSON summary.
+"""``fedmf train``: a federated trainer over an aggregation backend, with a per-round log,
+a progress bar and a JSON summary.
+
+The bar (every ``--model``) spans the whole run, rounds x participants, and advances as
+the backend absorbs each client's upload (:class:`fedmf.progress.ClientProgress`), so a
+long encrypted round shows movement and an ETA; it is drawn only on a terminal, and
+``--no-progress`` turns it off. The per-round lines are printed either way.
 
 ``--model`` picks the trainer: ``fedmf`` (explicit ratings, this module; with
 ``--mask personalized`` the masked protocol of :mod:`fedmf.commands.masked`) or one of
@@ -16,10 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from tqdm import tqdm
-
 from ..data import SPLITS, load_split
 from ..errors import ConfigError
+from ..progress import ClientProgress
 from ..trainer import FedMFTrainer, train_centralized
 from ..warmup import warm_numba_kernels
 from . import masked
@@ -52,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true",
                         help="fedmf: skip the centralized baseline with the same model and hyperparameters")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="write the JSON summary here")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (it is drawn only on a terminal and advances per client "
+                             "upload over the whole run, with an ETA); the per-round lines stay")
     owned = {"fedmf": set(FEDMF_OPTIONS) | _dests_added(parser, masked.add_arguments, parser)}
     for name in MODELS:
         module = _model_module(name)
@@ -108,11 +115,10 @@ def _train_fedmf(args: argparse.Namespace) -> int:
     print(f"{split.name}: {split.train.n_users} users, {split.train.n_items} items, "
           f"{len(split.train)} train / {len(split.test)} test ratings; backend {backend.name}, "
           f"mode {args.mode}; setup {trainer.setup_seconds:.2f} s")
-    with tqdm(range(args.rounds), desc="rounds", unit="round") as bar:
-        for _ in bar:
-            log = trainer.run_round()
-            tqdm.write(log.line())
-            bar.set_postfix(rmse=f"{log.test_rmse:.4f}")
+    with ClientProgress(args.rounds, len(trainer.participants()), enabled=not args.no_progress) as bar:
+        for _ in range(args.rounds):
+            log = trainer.run_round(progress=bar.client_done)
+            bar.round_done(log.line(), rmse=f"{log.test_rmse:.4f}")
     summary = trainer.result().summary()
     summary.update(dataset=args.dataset, split=args.split)
     if not args.no_baseline and config.order == "paper":

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{split.name}: {split.n_users} users, {split.n_items} items, "
           f"{split.train_indices.size} training interactions; FCF over {backend.name}")
     summary, _ = run_fcf(split, backend, args.rounds, model=model, fcf=fcf, seed=args.seed,
-                         participation=args.participation or PARTICIPATION, progress=True,
+                         participation=args.participation or PARTICIPATION, progress=True, bar=not args.no_progress,
                          centralized_iterations=args.centralized_iterations or None)
     summary.update(dataset=args.dataset)
     line = lambda d: "  ".join(f"{k} {d[k]:.4f}" for k in ("hr_at_10", "ndcg_at_10", "precision_at_10", "map_at_10"))

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{split.name}: {split.train.n_users} users, {split.train.n_items} items; "
           f"{args.variant} ({args.feedback}) over {backend.name}, {len(engine.trainer.data)} clients")
     key = "test_rmse" if args.feedback == "explicit" else "ndcg_at_10"
-    engine.run(args.rounds, progress=True, show=(key, "train_loss"))
+    engine.run(args.rounds, progress=True, bar=not args.no_progress, show=(key, "train_loss"))
     summary = summarize(engine)
     summary.update(dataset=args.dataset)
     print(f"best-on-test (optimistic, as the code reports) {key} {summary[key]:.4f} at round "

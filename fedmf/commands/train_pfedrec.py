@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{split.name}: {split.n_users} users, {split.n_items} items, "
           f"{split.train_indices.size} training interactions; {config.variant} over {backend.name}")
     engine = make_engine(split, backend, config=config)
-    engine.run(args.rounds, progress=True, show=("val_hr_at_10", "hr_at_10", "ndcg_at_10"))
+    engine.run(args.rounds, progress=True, bar=not args.no_progress, show=("val_hr_at_10", "hr_at_10", "ndcg_at_10"))
     summary = run_summary(engine)
     summary.update(dataset=args.dataset)
     print(f"{config.variant} ({backend.name}) test at best-validation round {summary['best_round']}: "

@@ -166,7 +166,7 @@ class MaskingBackend(AggregationBackend):
                              corrupt_rate=self.rates["corrupt_rate"],
                              allow_insecure_threshold=self.allow_insecure_threshold)
 
-    def _run_round(self, vectors, weights, dropped):
+    def _run_round(self, vectors, weights, dropped, progress):
         clients = sorted(vectors)
         length = next(iter(vectors.values())).shape[0]
         t = self.parameters(len(clients)).t
@@ -188,7 +188,7 @@ class MaskingBackend(AggregationBackend):
         run = run_round(vectors, plan.config, clients=devices, server=server.secagg,
                         dropouts={self.drop_stage: set(dropped)}, record_masked=self.record_view,
                         workers=self.workers, corrupt_rate=self.rates["corrupt_rate"],
-                        allow_insecure_threshold=self.allow_insecure_threshold)
+                        allow_insecure_threshold=self.allow_insecure_threshold, progress=progress)
         t0 = time.perf_counter()
         decoded = server.decode(run.aggregate, list(run.included))
         cost = RoundCost(client_seconds=dict(run.client_seconds),

@@ -85,7 +85,8 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
               corrupt_rate: float = DEFAULT_CORRUPT_RATE,
               allow_insecure_threshold: bool = False,
               clients: Mapping[int, SecAggClient] | None = None,
-              server: SecAggServer | None = None) -> DriverResult:
+              server: SecAggServer | None = None,
+              progress: Callable[[int], object] | None = None) -> DriverResult:
     """Run one SecAgg(+) round in-process and return the aggregate, times and bytes.
 
     ``inputs`` are quantized words, or float vectors for the clients that have a
@@ -101,6 +102,9 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
     ``clients`` and ``server`` run ready-made halves (a backend's devices, which encode
     their own input, and its server for ``config``; active variant: with their keys and
     PKI) instead of building plain ones here.
+
+    ``progress(c)`` (optional) is called in this process once the server has received
+    client ``c``'s masked input (the upload that puts it in U3).
     """
     dropouts = {s: set(v) for s, v in (dropouts or {}).items()}
     bad = set(dropouts) - set(STAGES)
@@ -148,8 +152,11 @@ def run_round(inputs: Mapping[int, np.ndarray], config: m.RoundConfig, *,
                 res.client_seconds[c] += seconds
                 res.bytes_up[c] += len(reply)
                 server.receive(reply)
-                if record_masked and stage == "masked_input":
-                    res.masked[c] = server.last_masked
+                if stage == "masked_input":
+                    if record_masked:
+                        res.masked[c] = server.last_masked
+                    if progress is not None:
+                        progress(c)
             outbox = server.advance()
     finally:
         pool.close()

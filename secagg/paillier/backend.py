@@ -243,15 +243,17 @@ class PaillierBackend(AggregationBackend):
         out[cells] = down.decode_plaintexts(plain)
         return out, seconds
 
-    def _run_round(self, vectors, weights, dropped):
-        return self._round(vectors, weights, dropped, None, 1)
+    def _run_round(self, vectors, weights, dropped, progress):
+        return self._round(vectors, weights, dropped, None, 1, progress)
 
-    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback):
+    def _run_sparse_round(self, vectors, weights, dropped, support, block_size, dense_fallback, progress):
         """PartText: each client encrypts and uploads only the cells of its support blocks
         (with their indices, 4 bytes each); the server multiplies ciphertexts cell by cell."""
-        return self._round(vectors, weights, dropped, support, block_size)
+        return self._round(vectors, weights, dropped, support, block_size, progress)
 
-    def _round(self, vectors, weights, dropped, support, block_size):
+    def _round(self, vectors, weights, dropped, support, block_size, progress):
+        """One round; ``progress(cid)`` once the server has multiplied in client ``cid``'s upload
+        (in this process, as results arrive from the workers when ``workers`` > 1)."""
         cost = RoundCost(setup_seconds=self._setup())
         sk, pk = self.key, self.key.public_key
         n2 = pk.nsquare
@@ -283,6 +285,7 @@ class PaillierBackend(AggregationBackend):
                 counts[cell] = counts.get(cell, 0) + add
             self._check_headroom(plan, max(counts.values(), default=0))
             cost.server_seconds += time.perf_counter() - t1
+            progress(cid)
         t0 = time.perf_counter()
         touched = np.array(sorted(acc), dtype=np.int64)
         cts = [acc[c] for c in touched.tolist()]
