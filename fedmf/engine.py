@@ -169,11 +169,7 @@ class Engine:
 
     def choose_participants(self) -> list[int]:
         """All eligible clients, or a seeded random ``participation`` share of them (sorted)."""
-        clients = list(self.trainer.clients())
-        if self.participation >= 1:
-            return clients
-        n = max(int(round(self.participation * len(clients))), 1)
-        return sorted(int(c) for c in self._rng.choice(clients, n, replace=False))
+        return choose_participants(self.trainer.clients(), self.participation, self._rng)
 
     def run_round(self) -> RoundRecord:
         """Run one round and return (and keep) its record."""
@@ -238,6 +234,19 @@ class Engine:
             "setup_seconds": self.setup_seconds,
             "history": [r.as_dict() for r in h],
         }
+
+
+def choose_participants(clients, participation: float, rng: np.random.Generator) -> list[int]:
+    """All ``clients``, or a random ``participation`` share of them drawn from ``rng`` (sorted).
+
+    The engine's rng is ``default_rng(seed)``: a transport that draws from the same seed
+    (``fedmf.flower``) chooses the same clients round by round.
+    """
+    clients = list(clients)
+    if participation >= 1:
+        return clients
+    n = max(int(round(participation * len(clients))), 1)
+    return sorted(int(c) for c in rng.choice(clients, n, replace=False))
 
 
 def cost_means(history) -> dict[str, float]:
