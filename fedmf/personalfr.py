@@ -410,14 +410,16 @@ class PersonalFRTrainer(RoundTrainer):
             self.client_rngs[cid] = np.random.default_rng([self.seed, cid])
         return self.client_rngs[cid]
 
-    def codes(self) -> np.ndarray:
-        """Each user's code h2 (no dropout) from the encoder its client would use."""
+    def codes(self, clients=None) -> np.ndarray:
+        """Each user's code h2 (no dropout) from the encoder its client would use (rows of
+        the users of ``clients`` only, when given: a device's own; the others stay 0)."""
         m = self.n_items
         codes = np.zeros((self.split.train.n_users, CODE), np.float32)
         shared = self.global_flat.copy()
         if self.cfg.variant == "personalfr":  # a client that never trained has the initial encoder
             shared[: self.initial_encoder.size] = self.initial_encoder
-        for cid, data in enumerate(self.data):
+        for cid in range(len(self.data)) if clients is None else clients:
+            data = self.data[cid]
             flat = gather_rows(shared, m, data.items)
             state = self.states.get(cid)
             if self.cfg.variant == "personalfr" and state is not None:
