@@ -114,12 +114,12 @@ class _Server:
         while (not nodes or len(nodes) < want) and time.monotonic() < deadline:
             time.sleep(0.2)
             nodes = list(self.grid.get_node_ids())
-        replies: dict[int, Message] = {}
-        while True:  # the nodes may still be starting (Ray actors on a loaded host): ask again
-            missing = [n for n in nodes if n not in replies or replies[n].has_error()]
-            replies.update(self.send(MessageType.QUERY, {n: RecordDict({RUN: self.record()}) for n in missing}))
-            if all(n in replies and not replies[n].has_error() for n in nodes) or time.monotonic() > deadline:
-                break
+        # one query per node, waited for long enough for slow starts (a second query could
+        # run beside the next message on another actor and overwrite the node's Context.state)
+        messages = [Message(RecordDict({RUN: self.record()}), dst_node_id=n, message_type=MessageType.QUERY)
+                    for n in nodes]
+        wait = max(deadline - time.monotonic(), self.timeout)
+        replies = {m.metadata.src_node_id: m for m in self.grid.send_and_receive(messages, timeout=wait)}
         keys = set()
         for node in nodes:
             reply = replies.get(node)
