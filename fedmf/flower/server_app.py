@@ -25,6 +25,7 @@ and the seeded initial model; its steps use only aggregates.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -48,8 +49,6 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    import json
-
     summary, _ = run(grid, context.run_config)
     print("FEDMF-FLOWER " + json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
     path = str(context.run_config.get("result-path", ""))
