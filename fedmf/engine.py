@@ -176,11 +176,7 @@ class Engine:
 
     def choose_participants(self) -> list[int]:
         """All eligible clients, or a seeded random ``participation`` share of them (sorted)."""
-        clients = list(self.trainer.clients())
-        if self.participation >= 1:
-            return clients
-        n = cohort_size(self.participation, len(clients))
-        return sorted(int(c) for c in self._rng.choice(clients, n, replace=False))
+        return choose_participants(self.trainer.clients(), self.participation, self._rng)
 
     def participants_per_round(self) -> int:
         """How many clients each round chooses (the seeded choice itself is not drawn)."""
@@ -264,6 +260,19 @@ def cohort_size(participation: float, eligible: int) -> int:
     if not 0 < participation <= 1:
         raise ConfigError(f"participation must be in (0, 1], got {participation}")
     return max(1, math.ceil(round(participation * eligible, 9)))
+
+
+def choose_participants(clients, participation: float, rng: np.random.Generator) -> list[int]:
+    """All ``clients``, or a random ``participation`` share of them drawn from ``rng`` (sorted).
+
+    The engine's rng is ``default_rng(seed)``: a transport that draws from the same seed
+    (``fedmf.flower``) chooses the same clients round by round.
+    """
+    clients = list(clients)
+    if participation >= 1:
+        return clients
+    n = cohort_size(participation, len(clients))
+    return sorted(int(c) for c in rng.choice(clients, n, replace=False))
 
 
 def cost_means(history) -> dict[str, float]:

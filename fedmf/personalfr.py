@@ -287,16 +287,24 @@ class PersonalFRTrainer(RoundTrainer):
     the dense delta of the federated tensors divided by ``upload_scale`` (the backends'
     codecs take [-1, 1]). The test metric is computed every ``eval_every`` rounds and
     at the last round (``rounds`` of the config).
+
+    ``client_streams=True`` gives each client its own random stream (batch order and
+    dropout masks), seeded by (seed, client id), instead of one stream shared by all
+    clients in turn: what clients on separate machines (:mod:`fedmf.flower`) can run.
+    The default keeps the shared stream (the published runs).
     """
 
     def __init__(self, split: Split, *, config: FedConfig | None = None, clients: int | None = None,
-                 seed: int = 0, upload_scale: float = 1.0, eval_every: int = 1) -> None:
+                 seed: int = 0, upload_scale: float = 1.0, eval_every: int = 1,
+                 client_streams: bool = False) -> None:
         self.cfg = config or FedConfig()
         self.cfg.check()
         if not upload_scale > 0 or eval_every < 1:
             raise ConfigError(f"need upload_scale > 0 and eval_every >= 1, got {upload_scale}, {eval_every}")
         self.split, self.upload_scale, self.eval_every = split, float(upload_scale), int(eval_every)
         self.n_items = split.train.n_items
+        self.seed, self.client_streams = int(seed), bool(client_streams)
+        self.client_rngs: dict[int, np.random.Generator] = {}
         self.rng = np.random.default_rng(seed)
         self.global_flat = xavier_init(self.n_items, self.rng)
         self.initial_encoder = self.global_flat[: Layout(self.n_items).encoder_size].copy()
@@ -344,11 +352,15 @@ class PersonalFRTrainer(RoundTrainer):
 
     def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
         """theta_federated += sum of the included deltas / their number (FedAvg of the copies)."""
-        start = 0 if self.cfg.variant == "fedavg" else Layout(self.n_items).encoder_size
-        self.global_flat[start:] += (aggregate / len(included)).astype(np.float32)
+        self.apply_aggregate(round, aggregate, included)
         for cid in included:
             self.states[cid] = self._pending[cid]
         self._pending = {}
+
+    def apply_aggregate(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        """The server's part of the step: the federated tensors += the included clients' mean delta."""
+        start = 0 if self.cfg.variant == "fedavg" else Layout(self.n_items).encoder_size
+        self.global_flat[start:] += (aggregate / len(included)).astype(np.float32)
 
     def evaluate(self, round: int) -> dict[str, float]:
         metrics = dict(self._round_info)
@@ -372,11 +384,12 @@ class PersonalFRTrainer(RoundTrainer):
         grad = np.empty_like(local)
         losses, steps = [], 0
         n_users = len(data.users)
+        rng = self.client_rng(cid)
         for _ in range(cfg.local_epochs):
-            order = self.rng.permutation(n_users)
+            order = rng.permutation(n_users)
             for start in range(0, n_users, cfg.batch_users):
                 b = order[start : start + cfg.batch_users]
-                keep = (self.rng.random((b.size, CODE)) >= DROPOUT).astype(np.float32)
+                keep = (rng.random((b.size, CODE)) >= DROPOUT).astype(np.float32)
                 losses.append(loss_and_grad(local, layout, data.values[b], data.observed[b],
                                             cfg.loss, keep, grad))
                 clip_global_norm(grad, cfg.clip_norm)
@@ -389,14 +402,24 @@ class PersonalFRTrainer(RoundTrainer):
         upload = local_delta(self.global_flat, local, self.n_items, data.items, alpha, self.federated)
         return upload, float(np.mean(losses)), state
 
-    def codes(self) -> np.ndarray:
-        """Each user's code h2 (no dropout) from the encoder its client would use."""
+    def client_rng(self, cid: int) -> np.random.Generator:
+        """The stream client ``cid`` draws from: the shared one, or its own (``client_streams``)."""
+        if not self.client_streams:
+            return self.rng
+        if cid not in self.client_rngs:
+            self.client_rngs[cid] = np.random.default_rng([self.seed, cid])
+        return self.client_rngs[cid]
+
+    def codes(self, clients=None) -> np.ndarray:
+        """Each user's code h2 (no dropout) from the encoder its client would use (rows of
+        the users of ``clients`` only, when given: a device's own; the others stay 0)."""
         m = self.n_items
         codes = np.zeros((self.split.train.n_users, CODE), np.float32)
         shared = self.global_flat.copy()
         if self.cfg.variant == "personalfr":  # a client that never trained has the initial encoder
             shared[: self.initial_encoder.size] = self.initial_encoder
-        for cid, data in enumerate(self.data):
+        for cid in range(len(self.data)) if clients is None else clients:
+            data = self.data[cid]
             flat = gather_rows(shared, m, data.items)
             state = self.states.get(cid)
             if self.cfg.variant == "personalfr" and state is not None:
@@ -407,10 +430,12 @@ class PersonalFRTrainer(RoundTrainer):
 
 def make_engine(split: Split, backend: str | AggregationBackend = "plain", *,
                 config: FedConfig | None = None, clients: int | None = None, seed: int = 0,
-                upload_scale: float = 1.0, eval_every: int = 1, observer=None) -> Engine:
+                upload_scale: float = 1.0, eval_every: int = 1, observer=None,
+                client_streams: bool = False) -> Engine:
     """An :class:`~fedmf.engine.Engine` running PersonalFR / FedAvg at the config's fraction."""
     trainer = PersonalFRTrainer(split, config=config, clients=clients, seed=seed,
-                                upload_scale=upload_scale, eval_every=eval_every)
+                                upload_scale=upload_scale, eval_every=eval_every,
+                                client_streams=client_streams)
     return Engine(trainer, make_backend(backend), participation=trainer.cfg.fraction,
                   seed=seed, observer=observer)
 

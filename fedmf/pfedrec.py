@@ -207,10 +207,14 @@ class PFedRecTrainer(RoundTrainer):
 
     def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
         """E <- E + (1/n) sum_i Delta_i over the n survivors; survivors keep their new (w, b)."""
+        self.apply_aggregate(round, aggregate, included)
         st, cr = self.state, self.last_round
-        st.E += aggregate.reshape(st.E.shape) / len(included)
         done = np.asarray(included, dtype=np.int64)
         st.W[done], st.B[done], st.own_logits[done] = cr.W[done], cr.B[done], cr.logits[done]
+
+    def apply_aggregate(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        """The server's part of the step: E <- E + (1/n) sum_i Delta_i."""
+        self.state.E += aggregate.reshape(self.state.E.shape) / len(included)
 
     def evaluate(self, round: int) -> dict[str, float]:
         """HR@10 / NDCG@10 (validation and test) with each user's own model and with the global table."""
@@ -255,12 +259,16 @@ class PFedRecTrainer(RoundTrainer):
         return np.clip(x, -clip, clip, out=x), clipped
 
     def _rank(self, logits: np.ndarray) -> list[tuple[float, float]]:
+        return [(hit_ratio_at_k(r, 10), ndcg_at_k(r, 10)) for r in self.ranks(logits, self.evaluated)]
+
+    def ranks(self, logits: np.ndarray, users: np.ndarray) -> list[np.ndarray]:
+        """The sampled ranks (validation, test) of the held-out item of each of ``users``
+        (a boolean mask or ids of evaluated users) among its negatives."""
         m = self.split.val_negatives.shape[1]
         out = []
         for lo in (0, m + 1):
-            block = logits[self.evaluated, lo:lo + m + 1]
-            ranks = sampled_ranks(block[:, m], block[:, :m])
-            out.append((hit_ratio_at_k(ranks, 10), ndcg_at_k(ranks, 10)))
+            block = logits[users, lo:lo + m + 1]
+            out.append(sampled_ranks(block[:, m], block[:, :m]))
         return out
 
 

@@ -100,16 +100,19 @@ def full_ranking_metrics(top: np.ndarray, relevant: list[np.ndarray]) -> dict[st
 
 
 def evaluate_ranking(
-    scores: ScoreFunction, split: ImplicitSplit, part: str = "test", *, k: int = 10, batch: int = 512
+    scores: ScoreFunction, split: ImplicitSplit, part: str = "test", *, k: int = 10, batch: int = 512,
+    users: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metrics of ``part`` (``"val"`` or ``"test"``) for a model given by ``scores``.
 
     Keys: ``hr_at_K``, ``ndcg_at_K`` (only when the split has sampled negatives),
     ``precision_at_K``, ``recall_at_K``, ``map_at_K``: fractions in [0, 1], averaged over
-    the users with held-out items. Users are scored ``batch`` at a time (bounded memory).
+    the users with held-out items (of ``users`` only, when given: a device's own users).
+    Users are scored ``batch`` at a time (bounded memory).
     """
     indptr, indices, negatives = split.part(part)
-    users = np.flatnonzero(np.diff(indptr))
+    held_out = np.flatnonzero(np.diff(indptr))
+    users = held_out if users is None else np.intersect1d(held_out, users)
     ranks, precision, recall, ap = [], [], [], []
     for start in range(0, users.size, batch):
         chunk = users[start : start + batch]

@@ -184,18 +184,23 @@ class FedMFTrainer(RoundTrainer):
 
     def setup(self, aggregate) -> None:
         """Aggregate mu and the item counts n_j once, through the backend."""
+        vectors = {u: self.setup_vector(u) for u in self.participants()}
+        self.apply_setup(aggregate(vectors).aggregate)
+
+    def setup_vector(self, u: int) -> np.ndarray:
+        """User u's setup upload: its rated-item indicator, rating sum and count, in [0, 1]."""
         train, m = self.split.train, self.n_items
-        top = float(max(np.abs(train.rating_scale)))
-        scale = top * m  # a user's rating sum is at most top * m: keeps every entry in [-1, 1]
-        vectors = {}
-        for u in self.participants():
-            rows = self.user_rows[u]
-            x = np.zeros(m + 2)
-            x[train.items[rows]] = 1.0
-            x[m] = train.ratings[rows].sum() / scale
-            x[m + 1] = rows.size / scale
-            vectors[u] = x
-        agg = aggregate(vectors).aggregate
+        scale = float(max(np.abs(train.rating_scale))) * m  # a rating sum is at most top * m
+        rows = self.user_rows[u]
+        x = np.zeros(m + 2)
+        x[train.items[rows]] = 1.0
+        x[m] = train.ratings[rows].sum() / scale
+        x[m + 1] = rows.size / scale
+        return x
+
+    def apply_setup(self, agg: np.ndarray) -> None:
+        """mu = (sum of ratings) / (number of ratings); n_j rounded from the indicator sum."""
+        m = self.n_items
         self.mu = float(agg[m] / agg[m + 1])
         self.item_counts = np.rint(agg[:m]).astype(np.int64)
 
@@ -217,10 +222,14 @@ class FedMFTrainer(RoundTrainer):
         return ClientUpdates(vectors, seconds, support)
 
     def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
-        rows = aggregate.reshape(self.n_items, self.config.row_length)
-        self.V = apply_item_update(self.config, self.V, rows, self.item_counts)
+        self.apply_aggregate(round, aggregate, included)
         for u in included:
             self.U[u] = self._new_users[u]
+
+    def apply_aggregate(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
+        """The shared part of the step: V from the aggregated item gradients (paper §5)."""
+        rows = aggregate.reshape(self.n_items, self.config.row_length)
+        self.V = apply_item_update(self.config, self.V, rows, self.item_counts)
 
     def evaluate(self, round: int) -> dict[str, float]:
         test = self.split.test

@@ -56,8 +56,9 @@ checks it for each one.
 * **Split form** (:mod:`secagg.split`). ``device_half(client_id, weight=1)`` is what one
   client runs on its own vector and ``server_half(clients, length, weights=None)`` what
   the server runs on the bytes it receives; ``aggregate`` runs the same halves in one
-  process, :mod:`secagg.flower` over Flower. ``plain``, ``secagg`` and ``secagg+`` have
-  one; the others raise NotImplementedError naming the backend.
+  process, :mod:`secagg.flower` over Flower. ``plain``, ``secagg``, ``secagg+`` and
+  ``paillier_packed`` (dense, unit weights; the clients decrypt, the server's result has
+  no aggregate) have one; the others raise NotImplementedError naming the backend.
 * **Progress hook.** ``aggregate(..., progress=hook)`` (optional, a plain callable
   ``hook(client_id)``) is called exactly once per included client, in this process, as
   the server absorbs that client's (protected) upload: never for a dropped client,

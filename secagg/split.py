@@ -34,7 +34,9 @@ import numpy as np
 class SplitResult:
     """What the server half decodes at the end of a round."""
 
-    aggregate: np.ndarray  #: sum_i w_i x_i over ``included`` (float64)
+    #: sum_i w_i x_i over ``included`` (float64); None where the server never learns it
+    #: (packed Paillier: only the clients decrypt, :mod:`secagg.paillier.halves`)
+    aggregate: np.ndarray | None
     total_weight: float  #: sum of the included weights
     included: list[int]  #: clients whose vector is in the sum
     info: dict = field(default_factory=dict)  #: backend facts (k, t, modulus, ...)

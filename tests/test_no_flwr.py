@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent("""
     sys.meta_path.insert(0, NoFlower())
     import numpy as np
     import secagg, secagg.split, secagg.masking, secagg.paillier, fedmf, fedmf.trainer
+    import secagg.paillier.halves, fedmf.flower, fedmf.flower.models, fedmf.flower.keys
     from secagg import make_backend
     xs = {c: np.full(8, 0.25 * c) for c in range(4)}
     total = make_backend("secagg+").aggregate(xs).aggregate

@@ -72,9 +72,13 @@ class SecAggWorkflow:
         self.message_type = MessageType.TRAIN + (f".{action}" if action else "")
 
     def __call__(self, grid, arrays: ArrayRecord, *, train_config: ConfigRecord | None = None,
-                 node_ids: Iterable[int] | None = None, round_id: int = 0) -> FlowerRound:
+                 node_ids: Iterable[int] | None = None, round_id: int = 0,
+                 upload: ArrayRecord | None = None) -> FlowerRound:
+        """One round; ``upload`` is a template of the nodes' upload when it differs from the
+        model ``arrays`` sent to them (its shapes shape the result; default: ``arrays``)."""
         nodes = sorted(int(n) for n in (grid.get_node_ids() if node_ids is None else node_ids))
-        shapes, length = layout(arrays), flatten(arrays).size
+        template = arrays if upload is None else upload
+        shapes, length = layout(template), flatten(template).size
         if length < 1:
             raise InvalidInputError("SecAggWorkflow: the model has no entries")
         pid = {node: i for i, node in enumerate(nodes)}  # protocol ids fit 32 bits, node ids may not

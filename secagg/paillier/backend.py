@@ -372,6 +372,25 @@ class PackedPaillierBackend(PaillierBackend):
             raise InvalidInputError(f"max_summands must be an integer >= 1, got {max_summands!r}")
         self.max_summands = max_summands
 
+    def device_half(self, client_id: int, *, weight: int = 1):
+        """The client side of a split dense round (:mod:`.halves`): needs the shared private key."""
+        from .halves import PackedPaillierDevice
+
+        if weight != 1:
+            raise InvalidInputError("the split paillier_packed round takes unit weights only")
+        self._setup()
+        return PackedPaillierDevice(self.key, client_id, clip=self.clip, out_of_range=self.out_of_range)
+
+    def server_half(self, clients, length, *, weights=None):
+        """The server side of a split dense round (:mod:`.halves`): given the public key only."""
+        from .halves import PackedPaillierServer
+
+        if weights is not None and any(w != 1 for w in weights.values()):
+            raise InvalidInputError("the split paillier_packed round takes unit weights only")
+        self._setup()
+        return PackedPaillierServer(self.key.public_key, clients, length, clip=self.clip,
+                                    precision_bits=self.precision_bits, min_inputs=self.min_inputs)
+
     def _plan(self, clients, weights, length, block_size) -> dict:
         needed = sum(_summands(weights[c]) for c in clients)
         k = self.max_summands if self.max_summands is not None else needed

@@ -1,0 +1,1 @@
+"""The toolkit's trainers (FedMF, FCF, PFedRec, PersonalFR) as a Flower app (fedmf.flower)."""
