@@ -10,17 +10,18 @@ Sections (each against its peer in the same run):
 * ``plain``: PFedRec, ``--seeds`` seeds x ``--rounds`` rounds, mean +- std; the
   global-table inference of the same runs (PFedRec without item personalization);
 * ``fedmf``: FedMF on implicit data, same seeds and rounds;
-* ``secagg``: PFedRec over ``secagg+`` for ``--secagg-rounds`` rounds on all users (or
-  fewer: ``--secagg-budget`` wall seconds), against plain seed 0 over the same rounds
-  (per-round HR@10 difference; cost);
+* ``secagg``: PFedRec over ``secagg+`` for ``--secagg-rounds`` rounds on all users,
+  against plain seed 0 over the same rounds (per-round HR@10 difference; cost);
 * ``paillier``: ``paillier_packed``, ``--paillier-rounds`` rounds (cost per round on all
   users; accuracy against plain over the same rounds);
 * ``ldp``: Laplace noise lambda in ``--ldp`` on every uploaded entry (seed 0);
 * ``attack``: item-set inference from every user's round-1 upload, in the ``secagg`` and
   ``paillier`` runs and their plain peers (the attack needs one of those sections).
 
-Every run records wall and CPU seconds (this process and its children); the JSON's
-``host`` has the load average at the start and after the last finished run.
+Every run records wall and CPU seconds (this process and its children) and its rounds:
+``--budget SECONDS`` stops a plain or secagg+ run after the round that passes that wall
+time (the plain peer of a secure run then runs as many rounds). The JSON's ``host`` has
+the load average at the start and after the last finished run.
 
     python bench/pfedrec.py [--quick] [--json PATH] [--sections plain,fedmf,...]
 """
@@ -94,7 +95,8 @@ def over_seeds(runs: list[dict], key: str = "") -> dict:
     pick = lambda r: r[key] if key else r
     return aggregate_seeds([{"seed": r["config"]["seed"], "hr_at_10": pick(r)["hr_at_10"],
                              "ndcg_at_10": pick(r)["ndcg_at_10"], "best_round": pick(r)["best_round"],
-                             "wall_seconds": r["wall_seconds"], "cpu_seconds": r["cpu_seconds"]}
+                             "rounds": r["rounds"], "wall_seconds": r["wall_seconds"],
+                             "cpu_seconds": r["cpu_seconds"]}
                             for r in runs])
 
 
@@ -169,8 +171,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed-list", help="explicit model seeds, e.g. 2,3 (for parallel parts)")
     parser.add_argument("--rounds", type=int, help="rounds (default 100; --quick 20)")
     parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default --rounds; --quick 2)")
-    parser.add_argument("--secagg-budget", type=float, metavar="SECONDS",
-                        help="stop the secagg+ run after the round that passes this wall time")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="stop each plain or secagg+ run after the round that passes this wall time")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
     parser.add_argument("--ldp", default="0.1,0.3,0.5", help="Laplace scales besides 0")
     parser.add_argument("--upload-clip", type=float, default=64.0)
@@ -207,7 +209,8 @@ def main(argv=None) -> dict:
     plain_runs = []
     if "plain" in sections:
         for seed in seeds:
-            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose))
+            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose,
+                                  budget=args.budget))
             out.update(over_seeds(plain_runs))
             out["seconds_per_round"] = float(np.mean([r["seconds_per_round"] for r in plain_runs]))
             out["clipped_fraction_max"] = float(max(max(r["history"]["clipped_fraction"]) for r in plain_runs))
@@ -220,7 +223,7 @@ def main(argv=None) -> dict:
             runs.append(run(split, "plain", config(seed=seed, variant="fedmf"), rounds))
             out.setdefault("baselines", {})["fedmf_implicit"] = over_seeds(runs)
             say(f"fedmf seed {seed}", out["baselines"]["fedmf_implicit"]["per_seed"][-1])
-    for section, name, n, budget in (("secagg", "secagg+", secagg_rounds, args.secagg_budget),
+    for section, name, n, budget in (("secagg", "secagg+", secagg_rounds, args.budget),
                                      ("paillier", "paillier_packed", paillier_rounds, None)):
         if section in sections:
             secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose,
