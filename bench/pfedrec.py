@@ -18,6 +18,11 @@ Sections (each against its peer in the same run):
 * ``attack``: item-set inference from every user's round-1 upload, in the ``secagg`` and
   ``paillier`` runs and their plain peers (the attack needs one of those sections).
 
+Every run records wall and CPU seconds (this process and its children) and its rounds:
+``--budget SECONDS`` stops a plain or secagg+ run after the round that passes that wall
+time (the plain peer of a secure run then runs as many rounds). The JSON's ``host`` has
+the load average at the start and after the last finished run.
+
     python bench/pfedrec.py [--quick] [--json PATH] [--sections plain,fedmf,...]
 """
 
@@ -27,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -43,13 +49,21 @@ PAPER = {"pfedrec": {"hr_at_10": 0.7162, "ndcg_at_10": 0.4344, "hr_at_10_std": 0
 BACKEND_OPTIONS = {"secagg+": {"precision_bits": 24}, "paillier_packed": {}}
 
 
-def run(split, backend, config, rounds, options=None, show=False, attack=False) -> dict:
-    """One run; its summary with a compact per-round history and the wall time.
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children (user + system, all threads)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run(split, backend, config, rounds, options=None, show=False, attack=False, budget=None) -> dict:
+    """One run; its summary with a compact per-round history, wall and CPU seconds.
 
     ``attack``: the server keeps round 1's per-client view and the item-set attack runs on
-    it (``out["attack"]``); views are not kept after round 1.
+    it (``out["attack"]``); views are not kept after round 1. ``budget``: stop after the
+    first round that ends more than ``budget`` wall seconds after the start (at least one
+    round; ``out["rounds"]`` says how many ran).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     found = {}
 
     def observer(rnd, result, uploads, scale):
@@ -65,8 +79,11 @@ def run(split, backend, config, rounds, options=None, show=False, attack=False) 
         record = engine.run_round()
         if show:
             print(record.line(("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10")), flush=True)
+        if budget is not None and time.perf_counter() - t0 > budget:
+            break
     out = run_summary(engine)
     out["wall_seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = cpu_seconds() - c0
     out.update(found)
     keys = ("val_hr_at_10", "hr_at_10", "ndcg_at_10", "global_hr_at_10", "clipped_fraction")
     out["history"] = {k: [r.metrics[k] for r in engine.history] for k in keys}
@@ -78,7 +95,9 @@ def over_seeds(runs: list[dict], key: str = "") -> dict:
     pick = lambda r: r[key] if key else r
     return aggregate_seeds([{"seed": r["config"]["seed"], "hr_at_10": pick(r)["hr_at_10"],
                              "ndcg_at_10": pick(r)["ndcg_at_10"], "best_round": pick(r)["best_round"],
-                             "wall_seconds": r["wall_seconds"]} for r in runs])
+                             "rounds": r["rounds"], "wall_seconds": r["wall_seconds"],
+                             "cpu_seconds": r["cpu_seconds"]}
+                            for r in runs])
 
 
 def aggregate_seeds(per_seed: list[dict]) -> dict:
@@ -95,7 +114,7 @@ def cost(summary: dict) -> dict:
     return {k: summary[k] for k in ("seconds_per_round", "client_seconds_per_round",
                                     "server_seconds_per_round", "bytes_up_per_client",
                                     "bytes_down_per_client", "backend_setup_seconds", "wall_seconds",
-                                    "rounds")}
+                                    "cpu_seconds", "rounds")}
 
 
 def against_plain(secure: dict, plain: dict) -> dict:
@@ -152,6 +171,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed-list", help="explicit model seeds, e.g. 2,3 (for parallel parts)")
     parser.add_argument("--rounds", type=int, help="rounds (default 100; --quick 20)")
     parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default --rounds; --quick 2)")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="stop each plain or secagg+ run after the round that passes this wall time")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
     parser.add_argument("--ldp", default="0.1,0.3,0.5", help="Laplace scales besides 0")
     parser.add_argument("--upload-clip", type=float, default=64.0)
@@ -175,10 +196,12 @@ def main(argv=None) -> dict:
     out: dict = {"dataset": "ml-100k", "split": "loo (ties by file order), 99 negatives, split seed 0",
                  "rounds": rounds, "seeds": seeds, "backend": "plain", "paper": PAPER,
                  "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "note": "shared 2-core host, loaded by other jobs while measured"}}
+                          "note": "shared 2-core host, loaded by other jobs while measured",
+                          "load_average_start": os.getloadavg()}}
 
     def say(key, value):
         print(json.dumps({key: value}), flush=True)
+        out["host"]["load_average_end"] = os.getloadavg()
         if args.json:  # after every finished run, so a partial run leaves its numbers
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=2))
@@ -186,7 +209,8 @@ def main(argv=None) -> dict:
     plain_runs = []
     if "plain" in sections:
         for seed in seeds:
-            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose))
+            plain_runs.append(run(split, "plain", config(seed=seed), rounds, show=args.verbose,
+                                  budget=args.budget))
             out.update(over_seeds(plain_runs))
             out["seconds_per_round"] = float(np.mean([r["seconds_per_round"] for r in plain_runs]))
             out["clipped_fraction_max"] = float(max(max(r["history"]["clipped_fraction"]) for r in plain_runs))
@@ -199,11 +223,12 @@ def main(argv=None) -> dict:
             runs.append(run(split, "plain", config(seed=seed, variant="fedmf"), rounds))
             out.setdefault("baselines", {})["fedmf_implicit"] = over_seeds(runs)
             say(f"fedmf seed {seed}", out["baselines"]["fedmf_implicit"]["per_seed"][-1])
-    for section, name, n in (("secagg", "secagg+", secagg_rounds), ("paillier", "paillier_packed", paillier_rounds)):
+    for section, name, n, budget in (("secagg", "secagg+", secagg_rounds, args.budget),
+                                     ("paillier", "paillier_packed", paillier_rounds, None)):
         if section in sections:
             secure = run(split, name, config(seed=0), n, BACKEND_OPTIONS[name], show=args.verbose,
-                         attack="attack" in sections)
-            peer = run(split, "plain", config(seed=0), n, attack="attack" in sections)
+                         attack="attack" in sections, budget=budget)
+            peer = run(split, "plain", config(seed=0), secure["rounds"], attack="attack" in sections)
             out.setdefault("backends", {})[name] = against_plain(secure, peer)
             if "attack" in sections:
                 out.setdefault("attack", {}).update({name: secure["attack"], "plain": peer["attack"]})

@@ -13,8 +13,9 @@ or a backend. One round:
    model units, the device seconds per client and, for sparse rounds, each client's
    declared support;
 3. the uploads, divided by ``layout.scale`` into the [-1, 1] range every backend's codec
-   takes, go through ``backend.aggregate`` (the only call into the crypto layer), with
-   the caller's per-client ``progress`` hook if any;
+   takes (in place: the engine owns them, see :class:`ClientUpdates`), go through
+   ``backend.aggregate`` (the only call into the crypto layer), with the caller's
+   per-client ``progress`` hook if any;
 4. ``trainer.server_step(round, aggregate, included)`` applies the aggregate (back in model
    units) and commits the device state of the included clients;
 5. ``observer(round, result, uploads, scale)`` (optional) sees the backend's round
@@ -72,7 +73,12 @@ class UploadLayout:
 
 @dataclass
 class ClientUpdates:
-    """The device side of one round: uploads in model units and device seconds per client."""
+    """The device side of one round: uploads in model units and device seconds per client.
+
+    The engine takes ownership of ``vectors``: float64 arrays are divided by the layout's
+    scale in place (a round's uploads can be hundreds of MB), so a trainer must not keep
+    using them after :meth:`RoundTrainer.local_updates` returns.
+    """
 
     vectors: dict[int, np.ndarray]
     seconds: dict[int, float]
@@ -191,7 +197,7 @@ class Engine:
         users = self.choose_participants()
         layout = self.trainer.upload_layout()
         updates = self.trainer.local_updates(rnd, users)
-        uploads = {u: v / layout.scale for u, v in updates.vectors.items()}
+        uploads = {u: to_codec_units(v, layout.scale) for u, v in updates.vectors.items()}
         sparse = ({"support": updates.support, "block_size": layout.block_size,
                    "dense_fallback": layout.dense_fallback} if layout.sparse else {})
         result = self.backend.aggregate(uploads, **sparse, progress=progress)
@@ -273,6 +279,13 @@ def choose_participants(clients, participation: float, rng: np.random.Generator)
         return clients
     n = cohort_size(participation, len(clients))
     return sorted(int(c) for c in rng.choice(clients, n, replace=False))
+
+
+def to_codec_units(upload: np.ndarray, scale: float) -> np.ndarray:
+    """``upload / scale``, in place when ``upload`` is a writable float64 array (same values)."""
+    if isinstance(upload, np.ndarray) and upload.dtype == np.float64 and upload.flags.writeable:
+        return np.divide(upload, scale, out=upload)
+    return upload / scale
 
 
 def cost_means(history) -> dict[str, float]:

@@ -47,7 +47,7 @@ from .data.implicit import ImplicitSplit
 from .engine import ClientUpdates, Engine, Observer, RoundTrainer, UploadLayout, best_round
 from .errors import ConfigError
 from .ldp import laplace_noise
-from .pfedrec_model import global_logits, sample_round, scatter_dense, touched_rows, train_users
+from .pfedrec_model import clip_rows, dense_uploads, global_logits, sample_round, touched_rows, train_users
 from .ranking import hit_ratio_at_k, ndcg_at_k, sampled_ranks
 
 VARIANTS = ("pfedrec", "fedmf")
@@ -192,18 +192,17 @@ class PFedRecTrainer(RoundTrainer):
         return UploadLayout(self.split.n_items * self.config.latent_dim, self.config.upload_clip)
 
     def local_updates(self, round: int, users: list[int]) -> ClientUpdates:
-        """Every participant's local epoch (one numba call), then its dense upload."""
+        """Every participant's local epoch and dense upload (numba, all users at once).
+
+        A device's seconds are its share of the batch. The uploads are the rows of one
+        array (the engine scales them in place).
+        """
         t0 = time.perf_counter()
         cr = self.train_locally(np.asarray(users, dtype=np.int64))
-        train_share = (time.perf_counter() - t0) / max(len(users), 1)
-        vectors, seconds = {}, {}
-        for u in users:
-            t1 = time.perf_counter()
-            vectors[u], clipped = self.upload(cr, u)
-            cr.clipped += clipped
-            seconds[u] = train_share + time.perf_counter() - t1
+        X, cr.clipped = self.uploads(cr)
+        each = (time.perf_counter() - t0) / max(len(users), 1)
         self.last_round = cr
-        return ClientUpdates(vectors, seconds)
+        return ClientUpdates({u: X[i] for i, u in enumerate(users)}, {u: each for u in users})
 
     def server_step(self, round: int, aggregate: np.ndarray, included: list[int]) -> None:
         """E <- E + (1/n) sum_i Delta_i over the n survivors; survivors keep their new (w, b)."""
@@ -249,14 +248,16 @@ class PFedRecTrainer(RoundTrainer):
         return ClientRound(users, items, labels, sample_indptr, row_indptr, rows, deltas, W, B,
                            logits, float(loss[users].mean()) if users.size else 0.0)
 
-    def upload(self, cr: ClientRound, u: int) -> tuple[np.ndarray, int]:
-        """User u's upload: dense Delta_u (+ Laplace noise), clipped; and its clipped count."""
-        x = scatter_dense(cr.row_indptr, cr.rows, cr.deltas, u, self.split.n_items)
-        if self.config.ldp_scale > 0:
-            x += laplace_noise(x.size, self.config.ldp_scale)
-        clip = self.config.upload_clip
-        clipped = int(np.count_nonzero(np.abs(x) > clip))
-        return np.clip(x, -clip, clip, out=x), clipped
+    def uploads(self, cr: ClientRound) -> tuple[np.ndarray, int]:
+        """Row i: user ``cr.users[i]``'s dense Delta (+ Laplace noise), clipped; and the clipped count."""
+        n_items, clip, lam = self.split.n_items, self.config.upload_clip, self.config.ldp_scale
+        if lam == 0:
+            X, clipped = dense_uploads(cr.row_indptr, cr.rows, cr.deltas, cr.users, n_items, clip)
+            return X, int(clipped.sum())
+        X, _ = dense_uploads(cr.row_indptr, cr.rows, cr.deltas, cr.users, n_items, np.inf)
+        for row in X:
+            row += laplace_noise(row.size, lam)
+        return X, int(clip_rows(X, clip).sum())
 
     def _rank(self, logits: np.ndarray) -> list[tuple[float, float]]:
         return [(hit_ratio_at_k(r, 10), ndcg_at_k(r, 10)) for r in self.ranks(logits, self.evaluated)]

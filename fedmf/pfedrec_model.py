@@ -17,10 +17,10 @@ One round of local training for user i (paper Alg. 1 ClientUpdate, code
 FedMF-on-implicit-data baseline (no alternation).
 
 Only the rows a user touches (its positives and this round's negatives) can change,
-so the kernels work on those rows and return the per-user deltas in CSR form; the
-trainer expands them into the dense upload. Scores are returned as logits w . e + b:
-sigmoid is monotone, so ranking by logits equals ranking by r_ij without the ties
-float saturation of sigmoid would add.
+so the kernels work on those rows and return the per-user deltas in CSR form;
+:func:`dense_uploads` expands them into the round's dense uploads, one row per user.
+Scores are returned as logits w . e + b: sigmoid is monotone, so ranking by logits
+equals ranking by r_ij without the ties float saturation of sigmoid would add.
 
 Randomness (negatives, shuffling) comes in as uniform floats drawn by the caller from a
 seeded numpy Generator, so results are deterministic with any number of threads.
@@ -207,15 +207,47 @@ def train_users(E, W, B, users, sample_indptr, items, labels, row_indptr, rows,
     return deltas, loss, eval_logits
 
 
-@njit(cache=True)
-def scatter_dense(row_indptr, rows, deltas, u, n_items):
-    """User u's update as the dense M x K vector (zeros on untouched rows), flattened."""
+@njit(cache=True, parallel=True)
+def dense_uploads(row_indptr, rows, deltas, users, n_items, clip):
+    """Row i: user ``users[i]``'s update as the dense M x K vector, flattened, each entry
+    clipped to [-clip, clip] (zeros on untouched rows; pass ``clip = inf`` for none).
+
+    One array for the whole round (no per-user allocation; rows are zeroed in parallel);
+    returns it and the number of clipped entries per row.
+    """
     k_dim = deltas.shape[1]
-    out = np.zeros(n_items * k_dim)
-    for t in range(row_indptr[u], row_indptr[u + 1]):
-        j = rows[t]
-        out[j * k_dim:(j + 1) * k_dim] = deltas[t]
-    return out
+    out = np.empty((users.shape[0], n_items * k_dim))
+    clipped = np.zeros(users.shape[0], np.int64)
+    for i in prange(users.shape[0]):
+        out[i] = 0.0
+        u = users[i]
+        for t in range(row_indptr[u], row_indptr[u + 1]):
+            base = rows[t] * k_dim
+            for c in range(k_dim):
+                x = deltas[t, c]
+                if x > clip:
+                    x = clip
+                    clipped[i] += 1
+                elif x < -clip:
+                    x = -clip
+                    clipped[i] += 1
+                out[i, base + c] = x
+    return out, clipped
+
+
+@njit(cache=True, parallel=True)
+def clip_rows(X, clip):
+    """Clip every entry of X to [-clip, clip] in place; the number clipped per row."""
+    clipped = np.zeros(X.shape[0], np.int64)
+    for i in prange(X.shape[0]):
+        for c in range(X.shape[1]):
+            if X[i, c] > clip:
+                X[i, c] = clip
+                clipped[i] += 1
+            elif X[i, c] < -clip:
+                X[i, c] = -clip
+                clipped[i] += 1
+    return clipped
 
 
 def global_logits(E: np.ndarray, W: np.ndarray, B: np.ndarray, eval_items: np.ndarray) -> np.ndarray:

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedmf.data import load_split, random_holdout, synthetic_ratings
 from fedmf.engine import (ClientUpdates, Engine, RoundTrainer, UploadLayout, best_round, cohort_size,
-                          write_json)
+                          to_codec_units, write_json)
 from fedmf.errors import ConfigError
 from fedmf.model import ModelConfig
 from fedmf.trainer import FedMFTrainer
@@ -90,6 +92,23 @@ def test_engine_runs_the_loop_and_scales_uploads_into_the_backend_range():
     assert records[0].participants == 4 and records[0].bytes_up_per_client > 0
     summary = engine.summary()
     assert summary["rounds"] == 3 and summary["history"][0]["model"] == pytest.approx(3.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(-1e30, 1e30), min_size=1, max_size=20),
+       scale=st.floats(1e-3, 1e6))
+def test_codec_scaling_in_place_equals_the_division(values, scale):
+    x = np.array(values)
+    expected = x / scale
+    out = to_codec_units(x, scale)
+    assert out is x and np.array_equal(out, expected), "float64 uploads are scaled in place, same values"
+    for other in (np.array(values, np.float32), np.arange(len(values))):
+        before = other.copy()
+        assert np.array_equal(to_codec_units(other, scale), other / scale)
+        assert np.array_equal(other, before), "other dtypes are not changed in place"
+    frozen = np.array(values)
+    frozen.flags.writeable = False
+    assert np.array_equal(to_codec_units(frozen, scale), expected)
 
 
 def test_partial_participation_is_seeded_and_commits_only_included_clients():

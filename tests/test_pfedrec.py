@@ -14,7 +14,7 @@ from fedmf.data import load_implicit, loo_split, synthetic_ratings
 from fedmf.errors import ConfigError
 from fedmf.ldp import csprng_uniform, laplace_noise
 from fedmf.pfedrec import PFedRecConfig, PFedRecTrainer, make_engine
-from fedmf.pfedrec_model import sample_round, touched_rows, train_users
+from fedmf.pfedrec_model import clip_rows, dense_uploads, sample_round, touched_rows, train_users
 
 SMALL = dict(latent_dim=8, batch_size=16)
 
@@ -174,6 +174,46 @@ def test_upload_is_the_dense_item_delta_and_the_server_applies_its_mean(small_sp
         assert not np.allclose(trainer.state.W[u], W0[u]), "the score function trained on the device"
     uploads = np.array([seen["uploads"][u] * seen["scale"] for u in trainer.clients()])
     np.testing.assert_allclose(trainer.state.E - E0, uploads.mean(axis=0).reshape(m, k), atol=1e-9)
+
+
+def _reference_upload(row_indptr, rows, deltas, u, n_items, clip):
+    """The straightforward dense upload of user u: zeros, its delta rows, np.clip."""
+    x = np.zeros((n_items, deltas.shape[1]))
+    x[rows[row_indptr[u]:row_indptr[u + 1]]] = deltas[row_indptr[u]:row_indptr[u + 1]]
+    return np.clip(x.ravel(), -clip, clip), int(np.count_nonzero(np.abs(x) > clip))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), clip=st.sampled_from([0.5, 1.0, 3.0, np.inf]))
+def test_dense_uploads_equal_a_per_user_scatter_and_clip_bitwise(seed, clip):
+    rng = np.random.default_rng(seed)
+    n_users, n_items, k = 6, 15, 3
+    per_user = [np.sort(rng.choice(n_items, rng.integers(0, 8), replace=False)) for _ in range(n_users)]
+    row_indptr = np.r_[0, np.cumsum([r.size for r in per_user])].astype(np.int64)
+    rows = np.concatenate(per_user).astype(np.int64)
+    deltas = rng.standard_normal((rows.size, k)) * 2
+    users = rng.permutation(n_users)[: rng.integers(1, n_users + 1)].astype(np.int64)
+    X, clipped = dense_uploads(row_indptr, rows, deltas, users, n_items, clip)
+    for i, u in enumerate(users):
+        ref, ref_clipped = _reference_upload(row_indptr, rows, deltas, u, n_items, clip)
+        assert np.array_equal(X[i], ref) and clipped[i] == ref_clipped
+    Y = rng.standard_normal((4, 20)) * 2
+    ref, ref_counts = np.clip(Y, -clip, clip), (np.abs(Y) > clip).sum(axis=1)
+    assert np.array_equal(clip_rows(Y, clip), ref_counts)
+    assert np.array_equal(Y, ref), "clipped in place"
+
+
+def test_round_uploads_equal_the_per_user_reference_with_clipping(small_split):
+    trainer = PFedRecTrainer(small_split, PFedRecConfig(**SMALL, upload_clip=0.5))
+    users = trainer.clients()[::2]
+    updates = trainer.local_updates(1, users)
+    cr, total = trainer.last_round, 0
+    for u in users:
+        ref, clipped = _reference_upload(cr.row_indptr, cr.rows, cr.deltas, u, small_split.n_items, 0.5)
+        assert np.array_equal(updates.vectors[u], ref)
+        total += clipped
+    assert total > 0, "the case exercises clipping"
+    assert cr.clipped == total
 
 
 def test_runs_are_deterministic_under_a_seed(small_split):
