@@ -174,6 +174,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="stop each plain or secagg+ run after the round that passes this wall time")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the paillier_packed clients' encryption (default: all cores)")
+    parser.add_argument("--djn-exponent-bits", type=int, metavar="BITS",
+                        help="paillier_packed with DJN short-exponent obfuscation (extra assumption) "
+                             "instead of exact CRT")
     parser.add_argument("--ldp", default="0.1,0.3,0.5", help="Laplace scales besides 0")
     parser.add_argument("--upload-clip", type=float, default=64.0)
     parser.add_argument("--verbose", action="store_true", help="one line per round")
@@ -191,6 +196,9 @@ def main(argv=None) -> dict:
     rounds = args.rounds or (20 if args.quick else 100)
     secagg_rounds = args.secagg_rounds or (2 if args.quick else rounds)
     paillier_rounds = args.paillier_rounds or (1 if args.quick else 5)
+    BACKEND_OPTIONS["paillier_packed"] = {"workers": args.workers, **(
+        {} if args.djn_exponent_bits is None
+        else {"obfuscation": "djn", "djn_exponent_bits": args.djn_exponent_bits})}
     split = load_implicit("ml-100k", "loo", seed=0, ties="file")
     config = lambda **kw: PFedRecConfig(rounds=rounds, upload_clip=args.upload_clip, **kw)
     out: dict = {"dataset": "ml-100k", "split": "loo (ties by file order), 99 negatives, split seed 0",
