@@ -2,14 +2,20 @@
 
 Everything is measured in one run, against peers in the same run:
 
-* accuracy: FCF over ``plain`` on all 943 users (wall time with and without the
-  per-round validation and test evaluation), our
-  centralized ALS from the same initial Y (the no-loss check; and from a second initial
-  Y, to show how much the metrics move between two optima of the same objective), and
-  the ``implicit`` library's ALS with the same K, alpha (its confidence matrix
-  1 + alpha r passed explicitly, its alpha = 1) and lambda: with its defaults (conjugate
-  gradient, float32, its own initialisation) and exact (Cholesky, float64, our Y0).
-  Test metrics at the best-validation round (HR@10) and the training objective J;
+* accuracy: FCF over ``plain`` on all 943 users for ``--rounds`` (default 600, to its
+  stationary point), our centralized ALS from the same initial Y for
+  ``--als-iterations`` (default 300, to its stationary point), and the ``implicit``
+  library's ALS with the same K, alpha (its confidence matrix 1 + alpha r passed
+  explicitly, its alpha = 1) and lambda, as many iterations: with its defaults
+  (conjugate gradient, float32, its own initialisation) and exact (Cholesky, float64,
+  our Y0). The no-loss check ``fcf_vs_*_relative_gap`` compares them at convergence
+  (FCF's last round, each ALS's last iteration); ``fcf_vs_als_relative_gap_at_best_validation``
+  compares test metrics at each one's best-validation round (HR@10), two different paths
+  to the same point. The training objective J and |grad_Y J| are reported beside them;
+* seeds: ``--seeds`` initial points in all (seed 0 is the run above): for each further
+  one, FCF (plain, 943 users, no per-round evaluation: its wall and CPU seconds are the
+  "whole run" timing) and ALS from the same Y, both to convergence; the per-seed gaps
+  and their mean and standard deviation;
 * ``secagg+`` (``--secagg-bits``, default 24) on all 943 users and ``paillier_packed``
   (2048-bit key, ``--paillier-bits`` default 24) on a ``--paillier-users`` cohort (default 100: one worker needs minutes
   per round per hundred users): per-round test metrics against a plain run on the same
@@ -21,7 +27,10 @@ Everything is measured in one run, against peers in the same run:
 * the rank-one attack (:mod:`attacks.fcf_leakage`) on the uploads of round 1 of each
   run, plus ``secagg`` (complete graph) on 50 users.
 
-    python bench/fcf.py [--quick] [--json PATH]
+``--skip-paillier`` leaves out the ``paillier_packed`` run, its attack and the phe
+comparison (recorded under ``skipped``).
+
+    python bench/fcf.py [--quick] [--json PATH] [--seeds N] [--skip-paillier]
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,7 +51,7 @@ from attacks.fcf_leakage import FCFRecord, evaluate_backend, evaluate_record
 from fedmf.als import ImplicitConfig, centralized_als, init_item_factors, objective, solve_rows
 from fedmf.data import load_implicit
 from fedmf.engine import Engine
-from fedmf.fcf import REPORTED, FCFTrainer, run_fcf
+from fedmf.fcf import REPORTED, FCFTrainer, device_shares, run_fcf
 from fedmf.ranking import evaluate_ranking
 from secagg import make_backend
 
@@ -90,11 +100,98 @@ class _TrainingOnly(FCFTrainer):
         return {}
 
 
-def training_only_wall(split, model, rounds, seed) -> float:
-    """Wall seconds of ``rounds`` plain FCF rounds on every user, no evaluation."""
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def training_only_run(split, model, rounds, seed) -> dict[str, object]:
+    """``rounds`` plain FCF rounds on every user from seed's Y0, no per-round evaluation;
+    wall and CPU seconds, then the converged model's test metrics, J and |grad_Y J|."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer = _TrainingOnly(split, model, seed=seed)
+    Engine(trainer, "plain", seed=seed).run(rounds)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    X = trainer.solve_users(np.arange(split.n_users))
+    test = evaluate_ranking(lambda users: X[users] @ trainer.Y.T, split, "test")
+    return {**{k: test[k] for k in REPORTED}, "rounds": rounds, "wall_seconds": wall, "cpu_seconds": cpu,
+            "objective": objective(split, X, trainer.Y, model), "grad_norm_last": trainer.grad_norm}
+
+
+def _metrics_and_objective(split, model, X, Y, parts=("val", "test")):
+    scores = lambda users: X[users] @ Y.T
+    return {part: evaluate_ranking(scores, split, part) for part in parts}, objective(split, X, Y, model)
+
+
+def grad_norm(split, model, Y) -> float:
+    """|grad_Y J| at Y with every x_u solved (the gradient FCF's server step uses)."""
+    users = np.arange(split.n_users)
+    X = solve_rows(Y, split.train_indptr, split.train_indices, users, model)
+    W = device_shares(Y, X, split.train_indptr, split.train_indices, users, model.alpha)
+    return float(np.linalg.norm(-2.0 * W.T @ X + 2.0 * model.reg * Y))
+
+
+def als_peer(split, model, Y0, iterations, *, track=True):
+    """Our ALS: test metrics at its last iteration (convergence) and, with ``track``, at its
+    best-validation iteration; the objective J and |grad_Y J| at both."""
+    best = None
+    for it, (_, Y) in enumerate(centralized_als(split, model, Y0, iterations), start=1):
+        if not track and it < iterations:
+            continue
+        X = solve_rows(Y, split.train_indptr, split.train_indices, np.arange(split.n_users), model)
+        parts, J = _metrics_and_objective(split, model, X, Y)
+        val = parts["val"]["hr_at_10"]
+        if best is None or val >= best[0]:
+            best = (val, it, parts["test"], J)
+    last = {k: parts["test"][k] for k in REPORTED}
+    out = {**last, "iterations": iterations, "objective": J, "grad_norm_last": grad_norm(split, model, Y)}
+    if track:
+        out["best_validation"] = {**{k: best[2][k] for k in REPORTED}, "iteration": best[1], "objective": best[3]}
+    return out
+
+
+def implicit_peer(split, model, iterations, seed, Y0=None):
+    """The implicit library's ALS run ``iterations`` (its convergence); ``Y0`` given: exact
+    solver, float64, our initial Y. Test metrics and J of the fitted factors."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+
+    conf = csr_matrix((np.full(split.train_indices.size, 1.0 + model.alpha), split.train_indices,
+                       split.train_indptr), shape=(split.n_users, split.n_items))
+    exact = Y0 is not None
+    lib = AlternatingLeastSquares(factors=model.factors, regularization=model.reg, alpha=1.0,
+                                  iterations=iterations, random_state=seed, use_cg=not exact,
+                                  dtype=np.float64 if exact else np.float32)
+    if exact:
+        lib.item_factors = Y0.copy()
+        lib.user_factors = np.zeros((split.n_users, model.factors))
     t0 = time.perf_counter()
-    Engine(_TrainingOnly(split, model, seed=seed), "plain", seed=seed).run(rounds)
-    return time.perf_counter() - t0
+    lib.fit(conf, show_progress=False)
+    fit_seconds = time.perf_counter() - t0
+    X, Y = np.asarray(lib.user_factors, float), np.asarray(lib.item_factors, float)
+    parts, J = _metrics_and_objective(split, model, X, Y, parts=("test",))
+    return {**{k: parts["test"][k] for k in REPORTED}, "iterations": iterations, "objective": J,
+            "fit_seconds": fit_seconds,
+            "solver": "cholesky, float64, our Y0" if exact else "library defaults: conjugate gradient, float32, own init"}
+
+
+def seed_study(split, model, rounds, iterations, seeds, main_gap) -> dict[str, object]:
+    """FCF and ALS from further initial points, both to convergence; gaps per seed, mean, std."""
+    runs = [{"seed": 0, "fcf_vs_als_relative_gap": main_gap}]
+    for seed in range(1, seeds):
+        print(f"seed {seed}: FCF {rounds} rounds (no per-round evaluation) and ALS {iterations} iterations ...",
+              flush=True)
+        fcf = training_only_run(split, model, rounds, seed)
+        als = als_peer(split, model, init_item_factors(model, split.n_items, seed), iterations, track=False)
+        runs.append({"seed": seed, "fcf": fcf, "als": als,
+                     "fcf_vs_als_relative_gap": {k: relative_gap(fcf[k], als[k]) for k in HEADLINE}})
+        print(json.dumps(runs[-1]["fcf_vs_als_relative_gap"]), flush=True)
+    gaps = {k: [r["fcf_vs_als_relative_gap"][k] for r in runs] for k in HEADLINE}
+    return {"seeds": seeds, "runs": runs,
+            "gap_mean": {k: float(np.mean(v)) for k, v in gaps.items()},
+            "gap_std": {k: float(np.std(v)) for k, v in gaps.items()},
+            "gap_max": {k: float(np.max(v)) for k, v in gaps.items()}}
 
 
 def relative_gap(a: float, b: float) -> float:
@@ -114,48 +211,6 @@ def tracking(history, reference) -> dict[str, object]:
 def cost(summary) -> dict[str, float]:
     return {k: summary[k] for k in ("seconds_per_round", "client_seconds_per_round", "server_seconds_per_round",
                                     "bytes_up_per_client", "bytes_down_per_client", "setup_seconds", "rounds")}
-
-
-def als_peer(split, model, Y0, iterations):
-    """Our ALS: test metrics at the best-validation iteration, and the objective J there."""
-    best = None
-    for it, (_, Y) in enumerate(centralized_als(split, model, Y0, iterations), start=1):
-        X = solve_rows(Y, split.train_indptr, split.train_indices, np.arange(split.n_users), model)
-        scores = lambda users, X=X, Y=Y: X[users] @ Y.T
-        val = evaluate_ranking(scores, split, "val")["hr_at_10"]
-        if best is None or val >= best[0]:
-            best = (val, it, evaluate_ranking(scores, split, "test"), objective(split, X, Y, model))
-    return {**{k: best[2][k] for k in REPORTED}, "best_iteration": best[1], "iterations": iterations,
-            "objective": best[3]}
-
-
-def implicit_peer(split, model, iterations, seed, Y0=None):
-    """The implicit library's ALS; ``Y0`` given: exact solver, float64, our initial Y."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from scipy.sparse import csr_matrix
-
-    conf = csr_matrix((np.full(split.train_indices.size, 1.0 + model.alpha), split.train_indices,
-                       split.train_indptr), shape=(split.n_users, split.n_items))
-    best, t_total = None, 0.0
-    exact = Y0 is not None
-    for it in range(1, iterations + 1):
-        lib = AlternatingLeastSquares(factors=model.factors, regularization=model.reg, alpha=1.0,
-                                      iterations=it, random_state=seed, use_cg=not exact,
-                                      dtype=np.float64 if exact else np.float32)
-        if exact:
-            lib.item_factors = Y0.copy()
-            lib.user_factors = np.zeros((split.n_users, model.factors))
-        t0 = time.perf_counter()
-        lib.fit(conf, show_progress=False)
-        t_total = time.perf_counter() - t0
-        X, Y = np.asarray(lib.user_factors, float), np.asarray(lib.item_factors, float)
-        scores = lambda users, X=X, Y=Y: X[users] @ Y.T
-        val = evaluate_ranking(scores, split, "val")["hr_at_10"]
-        if best is None or val >= best[0]:
-            best = (val, it, evaluate_ranking(scores, split, "test"), objective(split, X, Y, model))
-    return {**{k: best[2][k] for k in REPORTED}, "best_iteration": best[1], "iterations": iterations,
-            "objective": best[3], "fit_seconds_last": t_total,
-            "solver": "cholesky, float64, our Y0" if exact else "library defaults: conjugate gradient, float32, own init"}
 
 
 def phe_sample(split, values: int, key_bits: int, seed: int) -> dict[str, float]:
@@ -183,65 +238,84 @@ def phe_sample(split, values: int, key_bits: int, seed: int) -> dict[str, float]
             "bytes_up_per_client": length * ((public.n.bit_length() * 2 + 7) // 8 + 4)}
 
 
+def accuracy(out, split, model, rounds, iterations, seeds, seed) -> tuple:
+    """The plain FCF run, the centralized peers, the gaps and the seed study (into ``out``)."""
+    print(f"plain FCF, {rounds} rounds on {split.n_users} users ...", flush=True)
+    plain, plain_attack, plain_wall, engine = fcf_run(split, "plain", {}, rounds, seed)
+    Y0 = init_item_factors(model, split.n_items, seed)
+    final = engine.trainer
+    out["fcf"] = {**{k: plain[k] for k in REPORTED}, "best_round": plain["best_round"],
+                  "last_round": plain["last_round"], "config": plain["config"], "wall_seconds": plain_wall,
+                  "grad_norm_last": plain["grad_norm_last"], **cost(plain)}
+    out["fcf"]["objective_final"] = objective(split, final.solve_users(np.arange(split.n_users)), final.Y, model)
+    print(json.dumps({k: out["fcf"]["last_round"][k] for k in HEADLINE}), flush=True)
+
+    print(f"centralized peers, {iterations} iterations ...", flush=True)
+    out["als"] = als_peer(split, model, Y0, iterations)
+    out["als_other_init"] = als_peer(split, model, init_item_factors(model, split.n_items, seed + 1), iterations,
+                                     track=False)
+    out["implicit_als"] = implicit_peer(split, model, iterations, seed)
+    out["implicit_als_exact"] = implicit_peer(split, model, iterations, seed, Y0=Y0)
+    last = out["fcf"]["last_round"]
+    for peer in ("als", "implicit_als", "implicit_als_exact", "als_other_init"):
+        out[f"fcf_vs_{peer}_relative_gap"] = {k: relative_gap(last[k], out[peer][k]) for k in HEADLINE}
+    out["fcf_vs_als_relative_gap_at_best_validation"] = {
+        k: relative_gap(out["fcf"][k], out["als"]["best_validation"][k]) for k in HEADLINE}
+    out["als_init_spread_relative"] = {k: relative_gap(out["als_other_init"][k], out["als"][k]) for k in HEADLINE}
+    out["objective_relative_gap_fcf_vs_als"] = relative_gap(out["fcf"]["objective_final"], out["als"]["objective"])
+    print(json.dumps({k: v for k, v in out.items() if "gap" in k or "spread" in k}), flush=True)
+    out["seed_study"] = seed_study(split, model, rounds, iterations, seeds, out["fcf_vs_als_relative_gap"])
+    runs = out["seed_study"]["runs"][1:]
+    if runs:
+        out["fcf"]["training_only_wall_seconds"] = float(np.mean([r["fcf"]["wall_seconds"] for r in runs]))
+        out["fcf"]["training_only_cpu_seconds"] = float(np.mean([r["fcf"]["cpu_seconds"] for r in runs]))
+    return plain, plain_attack
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few rounds and a 100-user cohort for the crypto runs")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--rounds", type=int, help="plain FCF rounds (default 150; --quick 10)")
+    parser.add_argument("--rounds", type=int, help="plain FCF rounds (default 600; --quick 10)")
+    parser.add_argument("--als-iterations", type=int, help="centralized ALS iterations (default 300; --quick 10)")
+    parser.add_argument("--seeds", type=int, help="initial points for FCF and ALS, seed 0 included (default 3; --quick 1)")
     parser.add_argument("--secagg-rounds", type=int, help="secagg+ rounds (default 5; --quick 2)")
     parser.add_argument("--secagg-bits", type=int, default=24, help="secagg+ quantisation bits")
     parser.add_argument("--paillier-rounds", type=int, help="paillier_packed rounds (default 5; --quick 1)")
     parser.add_argument("--paillier-bits", type=int, default=24, help="packed Paillier quantisation bits")
     parser.add_argument("--paillier-users", type=int, default=100,
                         help="cohort of the paillier_packed run (0: all users)")
+    parser.add_argument("--skip-paillier", action="store_true",
+                        help="leave out the paillier_packed run, its attack and the phe comparison")
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    rounds = args.rounds or (10 if args.quick else 150)
+    rounds = args.rounds or (10 if args.quick else 600)
+    iterations = args.als_iterations or (10 if args.quick else 300)
+    seeds = args.seeds or (1 if args.quick else 3)
     s_rounds = args.secagg_rounds or (2 if args.quick else 5)
     p_rounds = args.paillier_rounds or (1 if args.quick else 5)
     cohort = 100 if args.quick else None
     p_cohort = args.paillier_users or None
     seed = args.seed
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), cpu_seconds()
     split = load_implicit("ml-100k", "loo", seed=seed)
     model = ImplicitConfig()
     out = {"dataset": "ml-100k", "split": split.name, "users": split.n_users, "items": split.n_items,
            "quick": args.quick, "seed": seed, "key_bits": args.key_bits,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "host_load_note": "measured while other jobs shared the 2 cores (load average recorded)",
-           "load_average_at_start": os.getloadavg()[0]}
+           "load_average_at_start": os.getloadavg()[0],
+           "skipped": ["paillier_packed", "phe"] if args.skip_paillier else []}
     with ProcessPoolExecutor(max_workers=1) as pool:
-        paillier_future = pool.submit(_paillier_job, p_rounds, seed, args.key_bits, args.paillier_bits, p_cohort)
-
-        print(f"plain FCF, {rounds} rounds on {split.n_users} users ...", flush=True)
-        plain, plain_attack, plain_wall, engine = fcf_run(split, "plain", {}, rounds, seed)
-        Y0 = init_item_factors(model, split.n_items, seed)
-        final = engine.trainer
-        out["fcf"] = {**{k: plain[k] for k in REPORTED}, "best_round": plain["best_round"],
-                      "last_round": plain["last_round"], "config": plain["config"], "wall_seconds": plain_wall,
-                      **cost(plain)}
-        print(json.dumps({k: out["fcf"][k] for k in HEADLINE + ("wall_seconds",)}), flush=True)
-        out["fcf"]["training_only_wall_seconds"] = training_only_wall(split, model, rounds, seed)
-
-        print("centralized peers ...", flush=True)
-        out["als"] = als_peer(split, model, Y0, 20)
-        out["als_other_init"] = als_peer(split, model, init_item_factors(model, split.n_items, seed + 1), 20)
-        out["implicit_als"] = implicit_peer(split, model, 20, seed)
-        out["implicit_als_exact"] = implicit_peer(split, model, 20, seed, Y0=Y0)
-        out["fcf"]["objective_final"] = objective(
-            split, final.solve_users(np.arange(split.n_users)), final.Y, model)
-        for peer in ("als", "implicit_als", "als_other_init"):
-            out[f"fcf_vs_{peer}_relative_gap"] = {k: relative_gap(out["fcf"][k], out[peer][k]) for k in HEADLINE}
-        out["als_init_spread_relative"] = {k: relative_gap(out["als_other_init"][k], out["als"][k]) for k in HEADLINE}
-        print(json.dumps({k: v for k, v in out.items() if "gap" in k or "spread" in k}), flush=True)
+        paillier_future = None if args.skip_paillier else pool.submit(
+            _paillier_job, p_rounds, seed, args.key_bits, args.paillier_bits, p_cohort)
+        plain, plain_attack = accuracy(out, split, model, rounds, iterations, seeds, seed)
 
         cohort_users = None if cohort is None else np.arange(cohort)
         reference = plain
         if cohort is not None:
             reference, *_ = fcf_run(split, "plain", {}, s_rounds, seed, users=cohort_users)
-        p_reference, *_ = fcf_run(split, "plain", {}, p_rounds, seed,
-                                  users=None if p_cohort is None else np.arange(p_cohort))
         print(f"secagg+ ({args.secagg_bits} bits), {s_rounds} rounds ...", flush=True)
         sa, sa_attack, sa_wall, _ = fcf_run(split, "secagg+", {"precision_bits": args.secagg_bits}, s_rounds, seed,
                                             users=cohort_users)
@@ -251,30 +325,40 @@ def main(argv=None) -> dict:
 
         print("secagg (complete graph) on 50 users, attack only ...", flush=True)
         secagg_attack = evaluate_backend(split, "secagg", round=1, seed=seed, users=np.arange(50), model=model)
-        phe_row = phe_sample(split, 20 if args.quick else 200, args.key_bits, seed)
-
-        print("waiting for paillier_packed ...", flush=True)
-        pp, pp_attack, pp_wall = paillier_future.result()
-    out["paillier_packed"] = {"rounds": p_rounds, "users": pp["users"], "bits": args.paillier_bits,
-                              "wall_seconds": pp_wall, **cost(pp),
-                              "vs_plain_same_cohort": tracking(pp["history"], p_reference["history"])}
+        out["attack"] = {"plain": plain_attack, "secagg+": sa_attack, "secagg": secagg_attack}
+        if paillier_future is not None:
+            p_reference, *_ = fcf_run(split, "plain", {}, p_rounds, seed,
+                                      users=None if p_cohort is None else np.arange(p_cohort))
+            phe_row = phe_sample(split, 20 if args.quick else 200, args.key_bits, seed)
+            print("waiting for paillier_packed ...", flush=True)
+            pp, pp_attack, pp_wall = paillier_future.result()
+            paillier_parts(out, split, pp, pp_attack, pp_wall, p_reference, phe_row, args)
     out["cost_per_round"] = {
-        name: {k: out_row[k] for k in ("client_seconds_per_round", "server_seconds_per_round", "bytes_up_per_client")}
-        for name, out_row in (("plain", out["fcf"]), ("secagg+", out["secagg+"]), ("paillier_packed", out["paillier_packed"]))
-    }
-    out["phe"] = phe_row
-    out["packed_vs_phe_client_speedup"] = phe_row["client_seconds_per_client"] / pp["client_seconds_per_round"]
-    out["packed_vs_phe_server_speedup"] = phe_row["server_seconds_for_round"] * pp["users"] / split.n_users / pp["server_seconds_per_round"]
-    out["packed_vs_phe_bytes_ratio"] = pp["bytes_up_per_client"] / phe_row["bytes_up_per_client"]
-    out["attack"] = {"plain": plain_attack, "secagg+": sa_attack, "paillier_packed": pp_attack,
-                     "secagg": secagg_attack}
+        name: {k: out[name if name != "plain" else "fcf"][k]
+               for k in ("client_seconds_per_round", "server_seconds_per_round", "bytes_up_per_client")}
+        for name in ("plain", "secagg+", "paillier_packed") if (out.get(name) or name == "plain")}
     out["wall_seconds_total"] = time.perf_counter() - t_start
+    out["cpu_seconds_total"] = cpu_seconds() - c_start
     out["load_average_at_end"] = os.getloadavg()[0]
-    print(json.dumps({k: v for k, v in out.items() if k not in ("fcf", "secagg+", "paillier_packed")}, indent=1)[:4000])
+    print(json.dumps({k: v for k, v in out.items() if k not in ("fcf", "secagg+", "paillier_packed", "seed_study")},
+                     indent=1)[:4000])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
     return out
+
+
+def paillier_parts(out, split, pp, pp_attack, pp_wall, p_reference, phe_row, args) -> None:
+    """The paillier_packed run, its attack and the phe comparison (into ``out``)."""
+    out["paillier_packed"] = {"rounds": pp["rounds"], "users": pp["users"], "bits": args.paillier_bits,
+                              "wall_seconds": pp_wall, **cost(pp),
+                              "vs_plain_same_cohort": tracking(pp["history"], p_reference["history"])}
+    out["phe"] = phe_row
+    out["packed_vs_phe_client_speedup"] = phe_row["client_seconds_per_client"] / pp["client_seconds_per_round"]
+    out["packed_vs_phe_server_speedup"] = (phe_row["server_seconds_for_round"] * pp["users"] / split.n_users
+                                           / pp["server_seconds_per_round"])
+    out["packed_vs_phe_bytes_ratio"] = pp["bytes_up_per_client"] / phe_row["bytes_up_per_client"]
+    out["attack"]["paillier_packed"] = pp_attack
 
 
 if __name__ == "__main__":

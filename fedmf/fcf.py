@@ -22,7 +22,10 @@ Evaluation is device-side too: each user re-solves x_u from the current Y and ra
 items (:func:`fedmf.ranking.evaluate_ranking`). Every round records the validation and
 test metrics; :func:`run_fcf` reports test metrics at the best-validation round (HR@10,
 ties to the latest, as the PFedRec code) and at the last round, beside the centralized
-ALS peer with the same hyperparameters and initial Y.
+ALS peer with the same hyperparameters and initial Y. The "no loss of accuracy" check
+compares the two at convergence (FCF's last round, ALS's last iteration): both then sit
+at the same stationary point of J, whereas their best-validation rounds lie on two
+different paths to it and differ by sampling noise of the validation pick.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ from .ranking import evaluate_ranking
 #: the metrics of the JSON summary (test part, fractions in [0, 1])
 REPORTED = ("hr_at_10", "ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10")
 SELECT_BY = "val_hr_at_10"
+#: devices whose rank-one shares are formed in one array (bounded memory: 64 x M x K floats)
+SHARE_BATCH = 64
+#: iterations of the centralized ALS peer: enough to reach its stationary point on ML-100K
+#: (|grad_Y J| below 1e-3 after about 300 from a N(0, 0.1^2) start; 20 stopped J 0.05 % short)
+ALS_ITERATIONS = 300
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,19 @@ class FCFConfig:
     """Server optimiser and upload bound of FCF (public).
 
     Defaults were chosen on ML-100K leave-one-out (K = 16, alpha = 10, lambda = 10) by the
-    training objective J reached in 150 rounds, not by test metrics: Adam with beta1 = 0.5
-    and a step size decaying 0.1 x 0.99^t.
+    training objective J and the gradient norm reached, not by test metrics: Adam with
+    beta1 = 0.5 and a step size 0.1 x 0.998^t. FCF is a first-order method on the item
+    side, so it has to be run to the stationary point its "no loss" claim is about: the
+    step sizes must not sum to too little. With 0.99^t they sum to at most 10 and Y
+    froze short of it (|grad_Y J| about 27 after 600 rounds, J 0.04 % above the
+    minimum, test metrics 1-9 % from converged ALS); with 0.998^t (sum up to 50) FCF reaches
+    the stationary point centralized ALS reaches (same J to 1e-8 relative, scores
+    x_u . y_i within 1e-3, identical test metrics) in about 600 rounds.
     """
 
     optimizer: str = "adam"
     lr: float = 0.1
-    lr_decay: float = 0.99
+    lr_decay: float = 0.998
     beta1: float = 0.5
     upload_clip: float = 32.0
 
@@ -95,6 +109,7 @@ class FCFTrainer(RoundTrainer):
         self.optimizer = ServerOptimizer(self.fcf.optimizer, self.fcf.lr, beta1=self.fcf.beta1,
                                          decay=self.fcf.lr_decay)
         self.clipped_entries = 0
+        self.grad_norm = float("nan")  # |grad_Y J| of the last server step (the server computes it)
 
     def clients(self) -> list[int]:
         return self._clients
@@ -115,13 +130,13 @@ class FCFTrainer(RoundTrainer):
                           self.model.alpha)
         clip = self.fcf.upload_clip
         vectors, clipped = {}, 0
-        for row, u in enumerate(users):
-            G = np.outer(W[row], X[row]).ravel()
-            over = np.abs(G) > clip
-            if over.any():
-                clipped += int(over.sum())
+        for start in range(0, len(users), SHARE_BATCH):  # G_u = w_u x_u^T, a batch of devices at a time
+            G = W[start : start + SHARE_BATCH, :, None] * X[start : start + SHARE_BATCH, None, :]
+            over = np.count_nonzero(np.abs(G) > clip)
+            if over:
+                clipped += over
                 np.clip(G, -clip, clip, out=G)
-            vectors[u] = G
+            vectors.update(zip(users[start : start + SHARE_BATCH], G.reshape(G.shape[0], -1)))
         self.clipped_entries = clipped
         each = (time.perf_counter() - t0) / max(len(users), 1)
         return ClientUpdates(vectors, {u: each for u in users})
@@ -131,6 +146,7 @@ class FCFTrainer(RoundTrainer):
         share = len(included) / len(self._clients)
         G = aggregate.reshape(self.Y.shape)
         grad = -2.0 * G + 2.0 * self.model.reg * share * self.Y
+        self.grad_norm = float(np.linalg.norm(grad))
         self.Y = self.optimizer.step(self.Y, grad)
 
     def evaluate(self, round: int) -> dict[str, float]:
@@ -138,6 +154,7 @@ class FCFTrainer(RoundTrainer):
         out = {f"val_{k}": v for k, v in evaluate_ranking(scores, self.split, "val").items()}
         out.update({f"test_{k}": v for k, v in evaluate_ranking(scores, self.split, "test").items()})
         out["clipped_entries"] = float(self.clipped_entries)
+        out["grad_norm"] = self.grad_norm
         return out
 
 
@@ -148,7 +165,8 @@ def reported(record: RoundRecord) -> dict[str, float]:
 
 def centralized_peer(split: ImplicitSplit, model: ImplicitConfig, Y0: np.ndarray,
                      iterations: int) -> dict[str, object]:
-    """Our centralized ALS from the same Y0: test metrics at its best-validation iteration."""
+    """Our centralized ALS from the same Y0: test metrics at its best-validation iteration
+    and at its last (``last_iteration``: its stationary point when run long enough)."""
     t0 = time.perf_counter()
     best, best_val, best_it, history = None, -np.inf, 0, []
     for it, (_, Y) in enumerate(centralized_als(split, model, Y0, iterations), start=1):
@@ -168,7 +186,8 @@ def centralized_peer(split: ImplicitSplit, model: ImplicitConfig, Y0: np.ndarray
 def run_fcf(split: ImplicitSplit, backend: str | AggregationBackend, rounds: int, *,
             model: ImplicitConfig | None = None, fcf: FCFConfig | None = None, seed: int = 0,
             participation: float = 1.0, users: np.ndarray | None = None, progress: bool = False,
-            bar: bool = True, centralized_iterations: int | None = 20, observer=None) -> tuple[dict[str, object], Engine]:
+            bar: bool = True, centralized_iterations: int | None = ALS_ITERATIONS,
+            observer=None) -> tuple[dict[str, object], Engine]:
     """Train FCF ``rounds`` rounds over ``backend``; return the JSON summary and the engine.
 
     Keys: ``hr_at_10``, ``ndcg_at_10``, ``precision_at_10``, ``recall_at_10``, ``map_at_10``
@@ -186,6 +205,7 @@ def run_fcf(split: ImplicitSplit, backend: str | AggregationBackend, rounds: int
     summary = {
         "model": "fcf", "split": split.name, "users": len(trainer.clients()),
         **reported(best), "best_round": best.round, "last_round": reported(engine.history[-1]),
+        "grad_norm_last": trainer.grad_norm,
         "config": {**asdict(model), **asdict(fcf)},
         **engine.summary(),
     }

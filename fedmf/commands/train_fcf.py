@@ -12,7 +12,7 @@ import argparse
 from ..als import ImplicitConfig
 from ..data.implicit import IMPLICIT_SPLITS, load_implicit
 from ..engine import write_json
-from ..fcf import FCFConfig, run_fcf
+from ..fcf import ALS_ITERATIONS, FCFConfig, run_fcf
 from ..optim import OPTIMIZERS
 from .options import build_backend, finite_float, int_at_least
 
@@ -35,7 +35,7 @@ def add_arguments(group) -> None:
                        default=FCFConfig.lr_decay, help="per-round factor on the server learning rate")
     group.add_argument("--upload-clip", type=finite_float(low=0, strict=True), default=FCFConfig.upload_clip,
                        help="public bound on every uploaded gradient entry")
-    group.add_argument("--centralized-iterations", type=int_at_least(0), default=20,
+    group.add_argument("--centralized-iterations", type=int_at_least(0), default=ALS_ITERATIONS,
                        help="iterations of the centralized ALS peer (0: skip it)")
 
 
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"FCF ({backend.name}) test at best-validation round {summary['best_round']}: {line(summary)}")
     print(f"FCF last round: {line(summary['last_round'])}")
     if "centralized" in summary:
-        print(f"centralized ALS (same K, alpha, lambda, initial Y): {line(summary['centralized'])}")
+        print(f"centralized ALS (same K, alpha, lambda, initial Y) at best validation: {line(summary['centralized'])}")
+        print(f"centralized ALS last iteration: {line(summary['centralized']['last_iteration'])}")
     print(f"{summary['seconds_per_round']:.3f} s/round")
     if args.json:
         write_json(args.json, summary)
