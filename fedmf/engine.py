@@ -182,7 +182,8 @@ class Engine:
         users = self.choose_participants()
         layout = self.trainer.upload_layout()
         updates = self.trainer.local_updates(rnd, users)
-        uploads = {u: v / layout.scale for u, v in updates.vectors.items()}
+        uploads = (updates.vectors if layout.scale == 1.0  # v / 1.0 == v: skip the copies
+                   else {u: v / layout.scale for u, v in updates.vectors.items()})
         sparse = ({"support": updates.support, "block_size": layout.block_size,
                    "dense_fallback": layout.dense_fallback} if layout.sparse else {})
         result = self.backend.aggregate(uploads, **sparse)
