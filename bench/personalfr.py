@@ -74,7 +74,7 @@ def brief(run: dict, key: str) -> dict:
     keep = ("variant", "backend", "clients", "rounds", "best_round", "last_round", "seconds_per_round",
             "client_seconds_per_round", "server_seconds_per_round", "bytes_up_per_client",
             "active_rows_per_client", "sparse_bytes_up_per_client", "max_abs_upload", "wall_seconds",
-            "cpu_seconds", "load_average_at_end")
+            "cpu_seconds", "load_average_at_end", "participations_per_client")
     out = {key: run[key], **{k: run[k] for k in keep if k in run}}
     out["history"] = [{"round": r["round"], key: r[key], "train_loss": r["train_loss"]}
                       for r in run["history"] if key in r]

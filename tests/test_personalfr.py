@@ -200,6 +200,10 @@ def test_federated_training_reduces_test_error():
     s = summarize(engine)
     first = engine.history[0].metrics["test_rmse"]
     assert s["test_rmse"] < first - 0.5 and s["last_round"]["round"] == 30
+    taken = s["participations_per_client"]
+    n = len(engine.trainer.clients())
+    assert taken["mean"] * n == pytest.approx(sum(r.participants for r in engine.history))
+    assert 0 <= taken["min"] <= taken["mean"] <= taken["max"] <= 30
 
 
 def test_joint_trains():
