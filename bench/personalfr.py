@@ -56,16 +56,23 @@ def metric_key(loss: str) -> str:
 
 
 def federated(split, loss, variant, rounds, eval_every, clients=None, backend="plain", seed=0,
-              keep_model=False):
+              keep_model=False, progress: Path | None = None):
+    """One federated run; with ``progress``, its figures so far are rewritten there after
+    every ``eval_every`` rounds (``"complete": false`` until the last round)."""
     cfg = FedConfig(loss=loss, variant=variant, rounds=rounds, batch_users=1 if clients is None else 5)
     engine = make_engine(split, make_backend(backend, **(SECAGG_OPTIONS if backend != "plain" else {})),
                          config=cfg, clients=clients, seed=seed, eval_every=eval_every)
     t0, cpu0 = time.perf_counter(), cpu_seconds()
-    engine.run(rounds)
-    out = summarize(engine)
-    out["wall_seconds"] = time.perf_counter() - t0
-    out["cpu_seconds"] = cpu_seconds() - cpu0
-    out["load_average_at_end"] = os.getloadavg()
+    while engine.round < rounds:
+        engine.run(min(eval_every, rounds - engine.round))
+        out = summarize(engine)
+        out["wall_seconds"] = time.perf_counter() - t0
+        out["cpu_seconds"] = cpu_seconds() - cpu0
+        out["load_average_at_end"] = os.getloadavg()
+        if progress is not None:
+            partial = {"loss": loss, "complete": engine.round == rounds, "of_rounds": rounds,
+                       **brief(out, metric_key(loss))}
+            progress.write_text(json.dumps(partial, indent=2))
     return (out, engine.trainer.global_flat.copy()) if keep_model else out
 
 
@@ -86,7 +93,8 @@ def relative_gap(value: float, reference: float, loss: str) -> float:
     return (value - reference) / reference if loss == "explicit" else (reference - value) / reference
 
 
-def compare(split, loss, rounds, joint_epochs, eval_every, grouped, variants=("joint", "personalfr", "fedavg")):
+def compare(split, loss, rounds, joint_epochs, eval_every, grouped, variants=("joint", "personalfr", "fedavg"),
+            progress: Path | None = None):
     """The runs named in ``variants`` for one feedback type, then the derived gaps."""
     key = metric_key(loss)
     out = {}
@@ -96,7 +104,8 @@ def compare(split, loss, rounds, joint_epochs, eval_every, grouped, variants=("j
                         "epochs": joint_epochs, "seconds_per_epoch": joint["seconds_per_epoch"]}
     for variant in ("personalfr", "fedavg"):
         if variant in variants:
-            out[variant] = brief(federated(split, loss, variant, rounds, eval_every), key)
+            where = None if progress is None else progress.with_name(f"{progress.stem}_{loss}_{variant}.json")
+            out[variant] = brief(federated(split, loss, variant, rounds, eval_every, progress=where), key)
     if grouped:
         out["personalfr_100_clients"] = brief(federated(split, loss, "personalfr", rounds, eval_every, 100), key)
     return derive(out, split.train.n_items, loss)
@@ -183,6 +192,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--losses", default="explicit,implicit", help="comma list; empty for none")
     ap.add_argument("--variants", default="joint,personalfr,fedavg",
                     help="comma list of the one-user-per-client runs: joint, personalfr, fedavg")
+    ap.add_argument("--progress", type=Path,
+                    help="rewrite each one-user run's figures so far to PROGRESS_<loss>_<variant>.json")
     ap.add_argument("--skip-grouped", action="store_true")
     ap.add_argument("--skip-secagg", action="store_true")
     ap.add_argument("--skip-attack", action="store_true")
@@ -222,7 +233,7 @@ def main(argv=None) -> dict:
     }
     for loss in filter(None, args.losses.split(",")):
         result[loss] = compare(split, loss, rounds, joint_epochs, eval_every, not args.skip_grouped,
-                               tuple(filter(None, args.variants.split(","))))
+                               tuple(filter(None, args.variants.split(","))), args.progress)
         print(loss, json.dumps({k: v for k, v in result[loss].items()
                                 if not isinstance(v, dict)}, indent=1), flush=True)
     if not args.skip_secagg:
