@@ -18,8 +18,11 @@ per-round cost; and the leakage attack on each client's first decoder upload ove
 
     python bench/personalfr.py [--quick] [--json PATH] [--rounds R] [--joint-epochs E]
 
-Parts can run in separate processes (``--losses implicit --skip-secagg --skip-attack``)
-and be combined with ``--merge A.json B.json --json OUT``.
+Parts can run in separate processes (``--losses implicit --variants personalfr
+--skip-grouped --skip-secagg --skip-attack``) and be combined with ``--merge A.json
+B.json --json OUT``; ``--progress P.json`` rewrites each one-user run's figures every
+``--eval-every`` rounds to ``P_<loss>_<variant>.json`` (``"complete": false`` until its
+last round), which ``--merge`` also takes.
 """
 
 from __future__ import annotations
@@ -203,6 +206,8 @@ def main(argv=None) -> dict:
         merged = {}
         for path in args.merge:
             part = json.loads(path.read_text())
+            if "variant" in part and "loss" in part:  # a --progress file: one run, maybe cut short
+                part = {part["loss"]: {part["variant"]: part}}
             for loss in ("explicit", "implicit"):
                 if loss in part and loss in merged:
                     part[loss] = {**merged[loss], **part[loss]}
@@ -212,7 +217,8 @@ def main(argv=None) -> dict:
             merged.update(part)
         for loss in ("explicit", "implicit"):
             if loss in merged:
-                derive(merged[loss], merged[loss].get("n_items", 1682), loss)
+                n_items = merged[loss].get("n_items") or load_split("ml-100k", "random", test_fraction=0.1, seed=0).train.n_items
+                derive(merged[loss], n_items, loss)
         args.json.write_text(json.dumps(merged, indent=2))
         return merged
     rounds = args.rounds or (20 if args.quick else 400)
