@@ -27,6 +27,7 @@ against finite differences in ``tests/test_personalfr.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -55,12 +56,7 @@ class Layout:
                 "W3": (CODE, HIDDEN), "b3": (HIDDEN,), "W4": (s, HIDDEN), "b4": (s,)}
 
     def offsets(self) -> dict[str, tuple[int, int]]:
-        out, start = {}, 0
-        for name, shape in self.shapes().items():
-            size = int(np.prod(shape))
-            out[name] = (start, start + size)
-            start += size
-        return out
+        return _offsets(self.rows)
 
     @property
     def size(self) -> int:
@@ -74,6 +70,16 @@ class Layout:
         """Named views (no copies) into ``flat``."""
         shapes = self.shapes()
         return {k: flat[a:b].reshape(shapes[k]) for k, (a, b) in self.offsets().items()}
+
+
+@lru_cache(maxsize=4096)
+def _offsets(rows: int) -> dict[str, tuple[int, int]]:
+    out, start = {}, 0
+    for name, shape in Layout(rows).shapes().items():
+        size = int(np.prod(shape))
+        out[name] = (start, start + size)
+        start += size
+    return out
 
 
 def decoder_size(n_items: int) -> int:

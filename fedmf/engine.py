@@ -282,7 +282,10 @@ def choose_participants(clients, participation: float, rng: np.random.Generator)
 
 
 def to_codec_units(upload: np.ndarray, scale: float) -> np.ndarray:
-    """``upload / scale``, in place when ``upload`` is a writable float64 array (same values)."""
+    """``upload / scale``, in place when ``upload`` is a writable float64 array (same values);
+    ``upload`` itself when scale is 1."""
+    if scale == 1.0:
+        return upload
     if isinstance(upload, np.ndarray) and upload.dtype == np.float64 and upload.flags.writeable:
         return np.divide(upload, scale, out=upload)
     return upload / scale

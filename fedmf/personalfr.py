@@ -32,6 +32,10 @@ float32 resolution in practice, and it saves a dense per-client momentum buffer
 (M x 257 floats per client). Encoder rows outside S_c never touch the client's data or
 outputs, so PersonalFR does not store them at all.
 
+Speed: a client's local steps run in one numba call (:mod:`fedmf.autorec_kernel`,
+``kernel="numba"``, the default) or step by step in numpy (``kernel="numpy"``, the
+reference the tests compare it with); both draw the same batches and dropout masks.
+
 Partial compression [V-code ``calculate_item_union_set``]: a client's active decoder
 rows are its items S_c; :attr:`RoundLog.active_rows_per_client` reports them and
 :func:`sparse_upload_bytes` what an upload of those rows only would take. The upload
@@ -64,11 +68,13 @@ from .autorec import (
     targets,
     xavier_init,
 )
+from .autorec_kernel import delta_rows, train_local
 from .data import Split
 from .engine import ClientUpdates, Engine, RoundTrainer, UploadLayout
 from .errors import ConfigError
 
 VARIANTS = ("personalfr", "fedavg")
+KERNELS = ("numba", "numpy")
 
 
 @dataclass(frozen=True)
@@ -200,22 +206,27 @@ def gather_rows(full: np.ndarray, n_items: int, items: np.ndarray) -> np.ndarray
 def local_delta(
     global_flat: np.ndarray, local: np.ndarray, n_items: int, items: np.ndarray, alpha: float,
     names: tuple[str, ...],
-) -> np.ndarray:
-    """theta_c - theta over the tensors ``names`` and all items, as one float64 vector.
+) -> tuple[np.ndarray, float]:
+    """(theta_c - theta over the tensors ``names`` and all items as one float64 vector, its max |.|).
 
     Rows in ``items`` come from the explicit local training; the other rows of W1, W4,
     b4 are alpha * theta_j (the closed-form idle map), so their delta is (alpha - 1) theta_j.
     """
     g, loc = Layout(n_items).views(global_flat), Layout(items.size).views(local)
-    parts = []
+    out = np.empty(sum(g[name].size for name in names))
+    start, top = 0, 0.0
     for name in names:
+        size = g[name].size
+        part = out[start : start + size]
+        start += size
         if name in ("W1", "W4", "b4"):
-            d = (alpha - 1.0) * g[name].astype(np.float64)
-            d[items] = loc[name] - g[name][items].astype(np.float64)
+            rows = (n_items, -1)
+            top = max(top, delta_rows(g[name].reshape(rows), items, loc[name].reshape(items.size, -1),
+                                      float(alpha), part.reshape(rows)))
         else:
-            d = loc[name].astype(np.float64) - g[name]
-        parts.append(d.ravel())
-    return np.concatenate(parts)
+            np.subtract(loc[name].ravel(), g[name].ravel(), out=part, dtype=np.float64)
+            top = max(top, float(part.max()), -float(part.min()))
+    return out, top
 
 
 # ---------------------------------------------------------------- evaluation
@@ -296,11 +307,14 @@ class PersonalFRTrainer(RoundTrainer):
 
     def __init__(self, split: Split, *, config: FedConfig | None = None, clients: int | None = None,
                  seed: int = 0, upload_scale: float = 1.0, eval_every: int = 1,
-                 client_streams: bool = False) -> None:
+                 client_streams: bool = False, kernel: str = "numba") -> None:
         self.cfg = config or FedConfig()
         self.cfg.check()
         if not upload_scale > 0 or eval_every < 1:
             raise ConfigError(f"need upload_scale > 0 and eval_every >= 1, got {upload_scale}, {eval_every}")
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.kernel = kernel
         self.split, self.upload_scale, self.eval_every = split, float(upload_scale), int(eval_every)
         self.n_items = split.train.n_items
         self.seed, self.client_streams = int(seed), bool(client_streams)
@@ -333,20 +347,21 @@ class PersonalFRTrainer(RoundTrainer):
 
     def local_updates(self, round: int, users: list[int]) -> ClientUpdates:
         lr = self.cfg.lr_at(round - 1)
-        vectors, seconds, losses = {}, {}, []
+        vectors, seconds, losses, tops = {}, {}, [], []
         self._pending = {}
         for cid in users:
             t0 = time.perf_counter()
-            vectors[cid], loss, self._pending[cid] = self.client_update(cid, lr)
+            vectors[cid], loss, self._pending[cid], top = self.client_update(cid, lr)
             seconds[cid] = time.perf_counter() - t0
             losses.append(loss)
+            tops.append(top)
         active = [self.data[c].items.size for c in users]
         self._round_info = {
             "lr": lr,
             "train_loss": float(np.mean(losses)),
             "active_rows_per_client": float(np.mean(active)),
             "sparse_bytes_up_per_client": float(np.mean([sparse_upload_bytes(a, self.cfg.variant) for a in active])),
-            "max_abs_upload": float(max(np.abs(v).max() for v in vectors.values())),
+            "max_abs_upload": float(max(tops)),
         }
         return ClientUpdates(vectors, seconds)
 
@@ -371,8 +386,14 @@ class PersonalFRTrainer(RoundTrainer):
 
     # -- the device side
 
-    def client_update(self, cid: int, lr: float) -> tuple[np.ndarray, float, ClientState]:
-        """Local training of client ``cid``; returns (upload in model units, mean loss, new state)."""
+    def client_update(self, cid: int, lr: float) -> tuple[np.ndarray, float, ClientState, float]:
+        """Local training of client ``cid``: (upload in model units, mean loss, new state, max |upload|).
+
+        The trainer's ``kernel`` picks the training loop: ``"numba"`` (one call per client,
+        :func:`fedmf.autorec_kernel.train_local`) or ``"numpy"`` (one
+        :func:`~fedmf.autorec.loss_and_grad` call per step). Both draw the same batches and
+        dropout masks from the trainer's generator; they agree to float32 rounding.
+        """
         cfg, data = self.cfg, self.data[cid]
         layout = Layout(data.items.size)
         local = gather_rows(self.global_flat, self.n_items, data.items)
@@ -381,26 +402,41 @@ class PersonalFRTrainer(RoundTrainer):
             old.momentum.copy(), old.idle_beta, old.encoder, old.rounds)
         if cfg.variant == "personalfr" and state.encoder is not None:
             local[: layout.encoder_size] = state.encoder
-        grad = np.empty_like(local)
-        losses, steps = [], 0
-        n_users = len(data.users)
-        rng = self.client_rng(cid)
-        for _ in range(cfg.local_epochs):
-            order = rng.permutation(n_users)
-            for start in range(0, n_users, cfg.batch_users):
-                b = order[start : start + cfg.batch_users]
-                keep = (rng.random((b.size, CODE)) >= DROPOUT).astype(np.float32)
+        batches, keeps = self.draw_batches(len(data.users), self.client_rng(cid))
+        if self.kernel == "numba":
+            sizes = np.array([b.size for b in batches])
+            rows = np.zeros((len(batches), cfg.batch_users), np.int64)
+            masks = np.zeros((len(batches), cfg.batch_users, CODE), np.float32)
+            for t, (b, keep) in enumerate(zip(batches, keeps)):
+                rows[t, : b.size], masks[t, : b.size] = b, keep
+            losses = train_local(local, state.momentum, data.values, data.observed, rows, sizes, masks,
+                                 cfg.loss == "implicit", lr, cfg.momentum, cfg.weight_decay, cfg.clip_norm)
+        else:
+            grad = np.empty_like(local)
+            losses = []
+            for b, keep in zip(batches, keeps):
                 losses.append(loss_and_grad(local, layout, data.values[b], data.observed[b],
                                             cfg.loss, keep, grad))
                 clip_global_norm(grad, cfg.clip_norm)
                 nesterov_step(local, state.momentum, grad, lr, cfg)
-                steps += 1
-        alpha, state.idle_beta = idle_row_map(steps, lr, state.idle_beta, cfg)
+        alpha, state.idle_beta = idle_row_map(len(batches), lr, state.idle_beta, cfg)
         if cfg.variant == "personalfr":
             state.encoder = local[: layout.encoder_size].copy()
         state.rounds += 1
-        upload = local_delta(self.global_flat, local, self.n_items, data.items, alpha, self.federated)
-        return upload, float(np.mean(losses)), state
+        upload, top = local_delta(self.global_flat, local, self.n_items, data.items, alpha, self.federated)
+        return upload, float(np.mean(losses)), state, top
+
+    def draw_batches(self, n_users: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The local epochs' batches of the client's users and their dropout masks (0/1 float32),
+        drawn from the client's stream ``rng``."""
+        cfg, batches, keeps = self.cfg, [], []
+        for _ in range(cfg.local_epochs):
+            order = rng.permutation(n_users)
+            for start in range(0, n_users, cfg.batch_users):
+                b = order[start : start + cfg.batch_users]
+                batches.append(b)
+                keeps.append((rng.random((b.size, CODE)) >= DROPOUT).astype(np.float32))
+        return batches, keeps
 
     def client_rng(self, cid: int) -> np.random.Generator:
         """The stream client ``cid`` draws from: the shared one, or its own (``client_streams``)."""
@@ -431,13 +467,19 @@ class PersonalFRTrainer(RoundTrainer):
 def make_engine(split: Split, backend: str | AggregationBackend = "plain", *,
                 config: FedConfig | None = None, clients: int | None = None, seed: int = 0,
                 upload_scale: float = 1.0, eval_every: int = 1, observer=None,
-                client_streams: bool = False) -> Engine:
+                client_streams: bool = False, kernel: str = "numba") -> Engine:
     """An :class:`~fedmf.engine.Engine` running PersonalFR / FedAvg at the config's fraction."""
     trainer = PersonalFRTrainer(split, config=config, clients=clients, seed=seed,
                                 upload_scale=upload_scale, eval_every=eval_every,
-                                client_streams=client_streams)
+                                client_streams=client_streams, kernel=kernel)
     return Engine(trainer, make_backend(backend), participation=trainer.cfg.fraction,
                   seed=seed, observer=observer)
+
+
+def participations(trainer: PersonalFRTrainer) -> dict[str, float]:
+    """Min / mean / max over the eligible clients of the rounds each took part in (0 if never)."""
+    counts = np.array([trainer.states[c].rounds if c in trainer.states else 0 for c in trainer.clients()])
+    return {"min": int(counts.min()), "mean": float(counts.mean()), "max": int(counts.max())}
 
 
 def summarize(engine: Engine) -> dict[str, object]:
@@ -459,6 +501,7 @@ def summarize(engine: Engine) -> dict[str, object]:
         "active_rows_per_client": mean("active_rows_per_client"),
         "sparse_bytes_up_per_client": mean("sparse_bytes_up_per_client"),
         "max_abs_upload": max(r.metrics["max_abs_upload"] for r in engine.history) if engine.history else 0.0,
+        "participations_per_client": participations(trainer),
         "config": asdict(trainer.cfg),
     })
     return out

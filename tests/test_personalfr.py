@@ -103,7 +103,7 @@ def test_row_trick_and_persisting_state_equal_dense_sgd(variant, clients):
     start = 0 if variant == "fedavg" else Layout(tr.n_items).encoder_size
     for rnd in range(2):
         lr = cfg.lr_at(rnd)
-        upload, _, state = tr.client_update(cid, lr)
+        upload, _, state, _ = tr.client_update(cid, lr)
         tr.states[cid] = state  # the client keeps its optimizer state (and encoder)
         dense_start = dense.copy()
         dense_start[start:] = tr.global_flat[start:]  # it loads the server's federated part
@@ -113,17 +113,48 @@ def test_row_trick_and_persisting_state_equal_dense_sgd(variant, clients):
     assert state.rounds == 2 and np.any(state.momentum != 0)
 
 
+@pytest.mark.parametrize("loss", ["explicit", "implicit"])
+@pytest.mark.parametrize("variant,clients,batch", [("personalfr", None, 1), ("personalfr", 4, 3),
+                                                   ("fedavg", None, 1)])
+def test_numba_training_equals_numpy_training(loss, variant, clients, batch):
+    """The fused numba client loop and the per-step numpy loop give the same run (float32 rounding)."""
+    split = small_split()
+    cfg = FedConfig(loss=loss, variant=variant, batch_users=batch, rounds=6, fraction=0.5)
+    runs = {}
+    for kernel in ("numba", "numpy"):
+        engine = make_engine(split, config=cfg, clients=clients, kernel=kernel)
+        engine.run(6)
+        runs[kernel] = engine
+    fast, slow = (runs[k].trainer for k in ("numba", "numpy"))
+    initial = make_engine(split, config=cfg, clients=clients).trainer.global_flat
+    assert np.abs(fast.global_flat - initial).max() > 1e-3  # the runs did train
+    np.testing.assert_allclose(fast.global_flat, slow.global_flat, rtol=0, atol=2e-5)
+    assert set(fast.states) == set(slow.states)
+    for cid, state in fast.states.items():
+        np.testing.assert_allclose(state.momentum, slow.states[cid].momentum, rtol=0, atol=2e-5)
+        assert state.idle_beta == slow.states[cid].idle_beta
+    for a, b in zip(runs["numba"].history, runs["numpy"].history):
+        assert a.metrics["train_loss"] == pytest.approx(b.metrics["train_loss"], rel=1e-4)
+        key = "test_rmse" if loss == "explicit" else "ndcg_at_10"
+        assert a.metrics[key] == pytest.approx(b.metrics[key], abs=1e-4)
+
+
+def test_unknown_kernel_raises():
+    with pytest.raises(ConfigError, match="kernel"):
+        make_engine(small_split(), kernel="torch")
+
+
 def test_optimizer_state_changes_the_next_update():
     split = small_split()
     tr = make_engine(split, config=FedConfig(rounds=10)).trainer
     cid = tr.clients()[0]
-    _, _, state = tr.client_update(cid, 0.1)
+    _, _, state, _ = tr.client_update(cid, 0.1)
     tr.states[cid] = state
     rng = copy.deepcopy(tr.rng)
-    kept, _, _ = tr.client_update(cid, 0.1)
+    kept, _, _, _ = tr.client_update(cid, 0.1)
     tr.rng = rng
     tr.states[cid] = ClientState(np.zeros_like(state.momentum), 0.0, state.encoder, 1)
-    fresh, _, _ = tr.client_update(cid, 0.1)
+    fresh, _, _, _ = tr.client_update(cid, 0.1)
     assert np.abs(kept - fresh).max() > 1e-4
 
 
@@ -169,6 +200,10 @@ def test_federated_training_reduces_test_error():
     s = summarize(engine)
     first = engine.history[0].metrics["test_rmse"]
     assert s["test_rmse"] < first - 0.5 and s["last_round"]["round"] == 30
+    taken = s["participations_per_client"]
+    n = len(engine.trainer.clients())
+    assert taken["mean"] * n == pytest.approx(sum(r.participants for r in engine.history))
+    assert 0 <= taken["min"] <= taken["mean"] <= taken["max"] <= 30
 
 
 def test_joint_trains():
