@@ -53,6 +53,7 @@ from fedmf.data import load_implicit
 from fedmf.engine import Engine
 from fedmf.fcf import REPORTED, FCFTrainer, device_shares, run_fcf
 from fedmf.ranking import evaluate_ranking
+from fedmf.warmup import warm_numba_kernels
 from secagg import make_backend
 
 HEADLINE = ("hr_at_10", "ndcg_at_10", "precision_at_10", "map_at_10")
@@ -85,9 +86,10 @@ def fcf_run(split, backend_name, options, rounds, seed, users=None):
     return summary, attack, time.perf_counter() - t0, engine
 
 
-def _paillier_job(rounds, seed, key_bits, bits, users):
+def _paillier_job(rounds, seed, key_bits, bits, users, workers=1, djn_bits=None):
     split = load_implicit("ml-100k", "loo", seed=seed)
-    options = {"key_bits": key_bits, "workers": 1, "precision_bits": bits}
+    options = {"key_bits": key_bits, "workers": workers, "precision_bits": bits,
+               **({} if djn_bits is None else {"obfuscation": "djn", "djn_exponent_bits": djn_bits})}
     summary, attack, wall, _ = fcf_run(split, "paillier_packed", options, rounds, seed,
                                        users=None if users is None else np.arange(users))
     return summary, attack, wall
@@ -287,6 +289,16 @@ def main(argv=None) -> dict:
                         help="cohort of the paillier_packed run (0: all users)")
     parser.add_argument("--skip-paillier", action="store_true",
                         help="leave out the paillier_packed run, its attack and the phe comparison")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the wall time of --rounds plain rounds on all users without per-round "
+                             "evaluation (and the converged model's metrics)")
+    parser.add_argument("--only-paillier", action="store_true",
+                        help="run only the paillier_packed part (its plain peer, attack and the phe "
+                             "comparison) in this process with --workers")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="--only-paillier: processes for the clients' encryption (default: all cores)")
+    parser.add_argument("--djn-exponent-bits", type=int, metavar="BITS",
+                        help="paillier_packed with DJN short-exponent obfuscation (extra assumption)")
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -307,6 +319,17 @@ def main(argv=None) -> dict:
            "host_load_note": "measured while other jobs shared the 2 cores (load average recorded)",
            "load_average_at_start": os.getloadavg()[0],
            "skipped": ["paillier_packed", "phe"] if args.skip_paillier else []}
+    if args.timing_only:
+        warm_numba_kernels()
+        load = os.getloadavg()
+        timing = training_only_run(split, model, rounds, seed)
+        timing.update(load_average_before=load, load_average_after=os.getloadavg(), nice=os.nice(0))
+        print(json.dumps(timing, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(timing, indent=1))
+        return timing
+    if args.only_paillier:
+        return paillier_only(out, split, p_rounds, p_cohort, seed, args, t_start, c_start)
     with ProcessPoolExecutor(max_workers=1) as pool:
         paillier_future = None if args.skip_paillier else pool.submit(
             _paillier_job, p_rounds, seed, args.key_bits, args.paillier_bits, p_cohort)
@@ -342,6 +365,33 @@ def main(argv=None) -> dict:
     out["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps({k: v for k, v in out.items() if k not in ("fcf", "secagg+", "paillier_packed", "seed_study")},
                      indent=1)[:4000])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def paillier_only(out, split, rounds, cohort, seed, args, t_start, c_start) -> dict:
+    """``--only-paillier``: the paillier_packed run with ``--workers`` processes, its plain
+    peer on the same cohort, its attack and the phe comparison; written to ``--json``."""
+    users = None if cohort is None else np.arange(cohort)
+    reference, plain_attack, *_ = fcf_run(split, "plain", {}, rounds, seed, users=users)
+    phe_row = phe_sample(split, 20 if args.quick else 200, args.key_bits, seed)
+    print(f"paillier_packed, {rounds} rounds, workers={args.workers} ...", flush=True)
+    pp, pp_attack, pp_wall = _paillier_job(rounds, seed, args.key_bits, args.paillier_bits, cohort,
+                                           args.workers, args.djn_exponent_bits)
+    out["attack"] = {"plain": plain_attack}
+    out["obfuscation"] = ("crt" if args.djn_exponent_bits is None
+                          else f"djn, {args.djn_exponent_bits}-bit exponent")
+    out["workers"] = args.workers
+    paillier_parts(out, split, pp, pp_attack, pp_wall, reference, phe_row, args)
+    out["wall_seconds_total"] = time.perf_counter() - t_start
+    out["cpu_seconds_total"] = cpu_seconds() - c_start
+    out["load_average_at_end"] = os.getloadavg()[0]
+    print(json.dumps({k: v for k, v in out.items() if k != "paillier_packed"}, indent=1)[:3000])
+    print(json.dumps({k: v for k, v in out["paillier_packed"].items() if k != "vs_plain_same_cohort"}))
+    print("within 0.5 % of plain every round:", out["paillier_packed"]["vs_plain_same_cohort"]
+          ["within_0_5_percent_every_round"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
