@@ -26,6 +26,24 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(cache=True, fastmath=_FAST)
+def _linear_backward(x, g, W, gW, gb, gx):
+    """Back through y = x W + b for a batch: gW = x^T g, gb = sum over the batch of g,
+    gx = g W^T (before the input's activation), written into ``gW``, ``gb`` and ``gx``."""
+    gW[:, :] = 0.0
+    gb[:] = 0.0
+    for b in range(x.shape[0]):
+        for k in range(g.shape[1]):
+            gb[k] += g[b, k]
+        for i in range(x.shape[1]):
+            xi = x[b, i]
+            acc = np.float32(0.0)
+            for k in range(g.shape[1]):
+                gW[i, k] += xi * g[b, k]
+                acc += g[b, k] * W[i, k]
+            gx[b, i] = acc
+
+
+@njit(cache=True, fastmath=_FAST)
 def _step(p, g, x, obs, keep, implicit):
     """loss_and_grad of one batch (rows of x) into g; p and g are flat over |S| rows."""
     S, H, C = x.shape[1], HIDDEN, CODE
@@ -112,32 +130,16 @@ def _step(p, g, x, obs, keep, implicit):
                     ga3[b, k] += gv * W4[s, k]
         for k in range(H):
             ga3[b, k] *= np.float32(1.0) - h3[b, k] * h3[b, k]
-    gW3[:, :] = 0.0
-    gb3[:] = 0.0
     ga2 = np.empty((B, C), np.float32)
+    _linear_backward(z, ga3, W3, gW3, gb3, ga2)
     for b in range(B):
-        for k in range(H):
-            gb3[k] += ga3[b, k]
         for i in range(C):
-            zi = z[b, i]
-            acc = np.float32(0.0)
-            for k in range(H):
-                gW3[i, k] += zi * ga3[b, k]
-                acc += ga3[b, k] * W3[i, k]
-            ga2[b, i] = acc * keep[b, i] * scale * (np.float32(1.0) - h2[b, i] * h2[b, i])
-    gW2[:, :] = 0.0
-    gb2[:] = 0.0
+            ga2[b, i] = ga2[b, i] * keep[b, i] * scale * (np.float32(1.0) - h2[b, i] * h2[b, i])
     ga1 = np.empty((B, H), np.float32)
+    _linear_backward(h1, ga2, W2, gW2, gb2, ga1)
     for b in range(B):
-        for k in range(C):
-            gb2[k] += ga2[b, k]
         for j in range(H):
-            hj = h1[b, j]
-            acc = np.float32(0.0)
-            for k in range(C):
-                gW2[j, k] += hj * ga2[b, k]
-                acc += ga2[b, k] * W2[j, k]
-            ga1[b, j] = acc * (np.float32(1.0) - hj * hj)
+            ga1[b, j] = ga1[b, j] * (np.float32(1.0) - h1[b, j] * h1[b, j])
     gW1[:, :] = 0.0
     gb1[:] = 0.0
     for b in range(B):
