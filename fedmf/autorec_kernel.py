@@ -26,6 +26,19 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(cache=True, fastmath=_FAST)
+def _tanh_layer(x, W, bias, out):
+    """out = tanh(x W + bias) for one row x (its zero entries skipped: sparse inputs)."""
+    a = bias.copy()
+    for i in range(x.shape[0]):
+        xi = x[i]
+        if xi != 0:
+            for k in range(W.shape[1]):
+                a[k] += xi * W[i, k]
+    for k in range(out.shape[0]):
+        out[k] = np.tanh(a[k])
+
+
+@njit(cache=True, fastmath=_FAST)
 def _linear_backward(x, g, W, gW, gb, gx):
     """Back through y = x W + b for a batch: gW = x^T g, gb = sum over the batch of g,
     gx = g W^T (before the input's activation), written into ``gW``, ``gb`` and ``gx``."""
@@ -71,30 +84,11 @@ def _step(p, g, x, obs, keep, implicit):
     n_obs = max(n_obs, 1)
     value = 0.0
     for b in range(B):
-        a = b1.copy()
-        for s in range(S):
-            xs = x[b, s]
-            if xs != 0:
-                for k in range(H):
-                    a[k] += xs * W1[s, k]
-        for k in range(H):
-            h1[b, k] = np.tanh(a[k])
-        a2 = b2.copy()
-        for j in range(H):
-            hj = h1[b, j]
-            for k in range(C):
-                a2[k] += hj * W2[j, k]
+        _tanh_layer(x[b], W1, b1, h1[b])
+        _tanh_layer(h1[b], W2, b2, h2[b])
         for k in range(C):
-            h2[b, k] = np.tanh(a2[k])
             z[b, k] = h2[b, k] * keep[b, k] * scale
-        a3 = b3.copy()
-        for i in range(C):
-            zi = z[b, i]
-            if zi != 0:
-                for k in range(H):
-                    a3[k] += zi * W3[i, k]
-        for k in range(H):
-            h3[b, k] = np.tanh(a3[k])
+        _tanh_layer(z[b], W3, b3, h3[b])
         for s in range(S):
             if not obs[b, s]:
                 continue
